@@ -1,0 +1,54 @@
+"""Shared pieces of the benchmarks: the refusing fixture and the public prompt sets in ../shared."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FORGE_HUB_SHARED", REPO.parent / "shared"))
+DATA = SHARED / "data" / "refusal_direction"
+FIXTURE_BUILD = SHARED / "fixtures" / "refusing-smollm2" / "build.py"
+CACHE = Path(os.environ.get("FORGE_HUB_CACHE", Path.home() / ".cache" / "forge-hub"))
+
+
+def shared_available() -> bool:
+    return DATA.is_dir() and FIXTURE_BUILD.exists()
+
+
+def refusing_fixture() -> Path:
+    """Build the safety-tuned SmolLM2 once per machine (about a minute) and return its folder."""
+    out = CACHE / "fixtures" / "refusing-smollm2"
+    if not (out / "config.json").exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, str(FIXTURE_BUILD), "--out", str(out)], check=True)
+    return out
+
+
+def direction_prompts(n: int = 128, seed: int = 1) -> tuple[list[str], list[str]]:
+    """Harmful: AdvBench goals; harmless: Alpaca (Arditi et al.'s train split)."""
+    harmful = [r["goal"] for r in csv.DictReader((DATA / "raw" / "advbench.csv").open())]
+    harmless = [x["instruction"] for x in json.loads((DATA / "splits" / "harmless_train.json").read_text())]
+    return random.Random(seed).sample(harmful, n), random.Random(seed).sample(harmless, n)
+
+
+def evaluation_prompts(n: int = 100) -> tuple[list[str], list[str]]:
+    """Held out from both the directions and the fixture's safety tuning (AdvBench, MaliciousInstruct):
+    HarmBench validation (standard behaviours) and TDC 2023 for harmful, Alpaca validation for harmless."""
+    rows = [r["Behavior"] for r in csv.DictReader((DATA / "raw" / "harmbench_val.csv").open())
+            if r["FunctionalCategory"] == "standard"]
+    for name in ("tdc2023_dev_behaviors.json", "tdc2023_test_behaviors.json"):
+        rows += json.loads((DATA / "raw" / name).read_text())
+    unique = list(dict.fromkeys(rows))
+    harmless = [x["instruction"] for x in json.loads((DATA / "splits" / "harmless_val.json").read_text())][:n]
+    return random.Random(0).sample(unique, n), harmless
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

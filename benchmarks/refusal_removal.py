@@ -1,0 +1,71 @@
+"""Refusal removal on the refusing fixture, with the default settings of `forge-hub run`.
+
+Prints refusals on 100 held-out harmful prompts (before / after), over-refusals on 100 harmless
+prompts, first-token KL divergence from the original, wall time, and sample answers.
+
+    python benchmarks/refusal_removal.py [--tokens 40] [--out results.json]
+
+Needs ../shared (the fixture's build script and the public prompt lists); exits 0 with a note
+where it is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from _shared import direction_prompts, evaluation_prompts, refusing_fixture, shared_available, write_lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokens", type=int, default=40, help="new tokens per answer (default 40)")
+    parser.add_argument("--out", type=Path, help="write the figures as JSON here")
+    parser.add_argument("cli_args", nargs="*", help="extra arguments for `forge-hub run` (after --)")
+    args = parser.parse_args()
+    if not shared_available():
+        print("skipped: ../shared (fixture and prompt lists) is not here")
+        return 0
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    fixture = refusing_fixture()
+    work = Path(tempfile.mkdtemp(prefix="forge-hub-bench-"))
+    harmful, harmless = direction_prompts()
+    cmd = ["forge-hub", "run", str(fixture), "--harmful", str(write_lines(work / "harmful.txt", harmful)),
+           "--harmless", str(write_lines(work / "harmless.txt", harmless)), "--out", str(work / "abliterated"),
+           *args.cli_args]
+    print("$", " ".join(cmd), flush=True)
+    start = time.time()
+    subprocess.run(cmd, check=True)
+    run_seconds = time.time() - start
+
+    from forge_hub.evaluation import compare_models
+    from forge_hub.modeling import load_model
+
+    reference, tokenizer, _ = load_model(str(fixture), dtype="fp32")
+    edited, _, _ = load_model(str(work / "abliterated"), dtype="fp32")
+    eval_harmful, eval_harmless = evaluation_prompts()
+    result = compare_models(reference, edited, tokenizer, eval_harmful, eval_harmless, args.tokens, batch_size=50)
+    result["run_seconds"] = round(run_seconds, 1)
+    result["settings"] = json.loads((work / "abliteration.json").read_text() if (work / "abliteration.json").exists()
+                                    else (work / "abliterated" / "abliteration.json").read_text())["settings"]
+    n, m = result["harmful_prompts"], result["harmless_prompts"]
+    print(f"\n| model | harmful refused | harmless refused | first-token KL | time |\n|---|---|---|---|---|")
+    print(f"| refusing-smollm2 | {result['reference']['refusals']}/{n} | {result['reference']['over_refusals']}/{m} | - | - |")
+    print(f"| forge-hub run (defaults) | {result['edited']['refusals']}/{n} | {result['edited']['over_refusals']}/{m} "
+          f"| {result['kl']:.3f} | {run_seconds:.0f} s |")
+    print("\nsample answers after abliteration:")
+    for s in result["edited"]["samples"]:
+        print(f"- {s['prompt'][:70]!r}\n  -> {s['answer'][:160]!r}")
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

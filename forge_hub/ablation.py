@@ -1,0 +1,119 @@
+"""The projection math, on tensors only: no files, no models.
+
+For a unit refusal direction ``r`` (or an orthonormal set ``Q``, one direction per row), a
+matrix that writes ``W x`` into the residual stream is replaced by ``(I - s Q^T Q) W``: its
+output loses the component along ``Q`` (completely at strength ``s = 1``). The same function
+edits a safetensors shard, a GGUF tensor or a live parameter, so the three agree bit for bit.
+
+Tensors are viewed as a set of *residual vectors*: the slices that live in residual-stream
+coordinates (the columns of an ``nn.Linear`` weight, the rows of an embedding matrix, a bias).
+Norm-preserving mode rescales each residual vector back to its original length after the
+projection, which keeps the scale the following norms and layers were trained on.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+COMPUTE_DTYPE = torch.float32
+CHUNK_ROWS = 8192  # residual vectors per block
+_EPS = 1e-12
+
+
+def as_direction_rows(directions: torch.Tensor) -> torch.Tensor:
+    """``[H]`` or ``[k, H]`` -> ``[k, H]`` orthonormal rows (float32), so projections are exact."""
+    q = directions.to(COMPUTE_DTYPE)
+    if q.ndim == 1:
+        q = q[None, :]
+    if q.shape[0] == 1:
+        return q / q.norm().clamp_min(_EPS)
+    basis, _ = torch.linalg.qr(q.T)  # columns span the same space, orthonormal
+    return basis.T.contiguous()
+
+
+def project_out(weight: torch.Tensor, directions: torch.Tensor, residual_axis: int = 0, strength: float = 1.0,
+                norm_preserving: bool = False, chunk_rows: int = CHUNK_ROWS) -> torch.Tensor:
+    """Remove ``strength`` times the component along ``directions`` from every residual vector.
+
+    ``weight`` is 1-D (a bias), 2-D (``residual_axis`` 0 for ``nn.Linear`` weights ``[out, in]``,
+    1 for embeddings ``[vocab, hidden]``) or 3-D fused experts ``[experts, ...]``, edited one
+    expert at a time so a fused tensor gives the same bits as the per-expert tensors it holds.
+    Work goes in fixed blocks of residual vectors, so the float32 scratch stays small next to a
+    large embedding and every caller (live model, shard stream, GGUF) rounds identically.
+    Returns a new tensor of the input dtype; the input is never modified.
+    """
+    q = as_direction_rows(directions).to(weight.device)
+    out = torch.empty_like(weight, memory_format=torch.contiguous_format)
+    if weight.ndim == 3:
+        for e in range(weight.shape[0]):
+            out[e] = project_out(weight[e], q, residual_axis - 1, strength, norm_preserving, chunk_rows)
+        return out
+    if weight.ndim == 1:
+        src, dst = weight[None, :], out[None, :]
+    elif weight.ndim == 2:
+        src, dst = (weight, out) if residual_axis == 1 else (weight.T, out.T)
+    else:
+        raise ValueError(f"cannot orthogonalize a {weight.ndim}-D tensor")
+    for start in range(0, src.shape[0], chunk_rows):
+        vectors = src[start:start + chunk_rows].to(COMPUTE_DTYPE)
+        edited = vectors - strength * ((vectors @ q.T) @ q)
+        if norm_preserving:
+            kept = vectors.norm(dim=1, keepdim=True)
+            edited = edited * (kept / edited.norm(dim=1, keepdim=True).clamp_min(_EPS))
+        dst[start:start + chunk_rows] = edited.to(weight.dtype)
+    return out
+
+
+def project_out_activations(x: torch.Tensor, directions: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+    """``x - s Q^T Q x`` on the last axis: what :func:`project_out` does to a writer's output."""
+    q = as_direction_rows(directions).to(device=x.device)
+    xf = x.to(COMPUTE_DTYPE)
+    return (xf - strength * ((xf @ q.T) @ q)).to(x.dtype)
+
+
+def through_norm_gain(directions: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+    """The direction to remove *before* a norm with per-coordinate ``gain`` so none passes it.
+
+    The norm outputs ``gain * o / rms(o)``; its component along ``r`` is ``(gain * r) . o / rms(o)``,
+    which is zero exactly when ``o`` is orthogonal to ``gain * r``.
+    """
+    rows = as_direction_rows(directions)
+    return as_direction_rows(rows * gain.to(COMPUTE_DTYPE)[None, :])
+
+
+def orthogonal_to(direction: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """``direction`` minus its component along ``other``, renormalised (projected abliteration).
+
+    Removing only what is orthogonal to the harmless mean leaves the part of the refusal
+    direction that every prompt shares untouched, which is what keeps ordinary answers intact.
+    """
+    d = direction.to(COMPUTE_DTYPE)
+    o = other.to(COMPUTE_DTYPE)
+    o = o / o.norm().clamp_min(_EPS)
+    d = d - (d @ o) * o
+    return d / d.norm().clamp_min(_EPS)
+
+
+def layer_kernel(num_layers: int, shape: str = "constant", center: float | None = None, width: float | None = None,
+                 floor: float = 0.0) -> list[float]:
+    """Per-layer weights in [floor, 1]: how strongly each layer's writers are edited.
+
+    ``constant`` edits every layer fully; ``linear`` falls from 1 at ``center`` to ``floor`` at
+    distance ``width`` (and 0 beyond); ``gaussian`` uses ``width`` as its standard deviation.
+    """
+    if shape == "constant":
+        return [1.0] * num_layers
+    if center is None or width is None or width <= 0:
+        raise ValueError(f"the {shape!r} kernel needs a center and a positive width")
+    weights = []
+    for layer in range(num_layers):
+        d = abs(layer - center)
+        if shape == "linear":
+            weights.append(0.0 if d > width else 1.0 - (1.0 - floor) * d / width)
+        elif shape == "gaussian":
+            weights.append(floor + (1.0 - floor) * math.exp(-0.5 * (d / width) ** 2))
+        else:
+            raise ValueError(f"unknown kernel {shape!r}: use constant, linear or gaussian")
+    return weights

@@ -1,0 +1,152 @@
+"""Refusal directions from residual statistics, and the artifact that carries them.
+
+The artifact is two files in one folder: ``refusal.safetensors`` (tensors: per-layer means of
+both sides, the unit directions, optional SVD subspaces, per-layer scores) and ``refusal.json``
+(metadata: model id and revision, sizes, method, chosen layer, prompt counts and hashes,
+forge-hub version, apply settings). No pickles: both load safely from anyone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .ablation import orthogonal_to
+from .activations import ResidualStats
+from .architecture import Architecture
+from .errors import DirectionMismatchError
+
+TENSORS_FILE = "refusal.safetensors"
+METADATA_FILE = "refusal.json"
+METHODS = ("mean_diff", "projected", "svd")
+
+
+@dataclass
+class RefusalDirections:
+    """Per-layer refusal directions. Index ``l`` is the residual stream entering layer ``l``;
+    the last index (``num_layers``) is the model's final hidden state."""
+
+    harmful_mean: torch.Tensor  # [L+1, H]
+    harmless_mean: torch.Tensor  # [L+1, H]
+    directions: torch.Tensor  # [L+1, H], unit rows
+    subspaces: torch.Tensor | None = None  # [L+1, k, H] orthonormal rows (svd method)
+    scores: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [L+1]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_layers(self) -> int:
+        return self.directions.shape[0] - 1
+
+    @property
+    def hidden_size(self) -> int:
+        return self.directions.shape[1]
+
+    @property
+    def selected_layer(self) -> float:
+        return float(self.metadata["selected_layer"])
+
+    def direction(self, layer: float | None = None) -> torch.Tensor:
+        """The unit direction at ``layer``; a fractional layer interpolates its two neighbours."""
+        layer = self.selected_layer if layer is None else float(layer)
+        if not 0 <= layer <= self.num_layers:
+            raise DirectionMismatchError(f"layer {layer} is outside 0..{self.num_layers}")
+        lo = int(math.floor(layer))
+        hi = min(lo + 1, self.num_layers)
+        t = layer - lo
+        d = (1 - t) * self.directions[lo] + t * self.directions[hi]
+        return d / d.norm().clamp_min(1e-12)
+
+    def separation(self) -> torch.Tensor:
+        """How far apart the two sides sit per layer, relative to their size (the plot's curve)."""
+        gap = (self.harmful_mean - self.harmless_mean).norm(dim=1)
+        scale = 0.5 * (self.harmful_mean.norm(dim=1) + self.harmless_mean.norm(dim=1))
+        return gap / scale.clamp_min(1e-12)
+
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {
+            "harmful_mean": self.harmful_mean.float().contiguous(),
+            "harmless_mean": self.harmless_mean.float().contiguous(),
+            "directions": self.directions.float().contiguous(),
+        }
+        if self.subspaces is not None:
+            tensors["subspaces"] = self.subspaces.float().contiguous()
+        for name, values in self.scores.items():
+            tensors[f"scores.{name}"] = values.float().contiguous()
+        save_file(tensors, folder / TENSORS_FILE, metadata={"format": "pt", "producer": f"forge-hub {__version__}"})
+        (folder / METADATA_FILE).write_text(json.dumps(self.metadata, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        return folder
+
+    @classmethod
+    def load(cls, path: str | Path) -> RefusalDirections:
+        """Load from the artifact folder (or its ``refusal.safetensors``); safetensors + JSON only."""
+        path = Path(path)
+        folder = path.parent if path.suffix == ".safetensors" else path
+        tensors_file, metadata_file = folder / TENSORS_FILE, folder / METADATA_FILE
+        if not tensors_file.exists():
+            raise DirectionMismatchError(f"no direction artifact at {folder} (missing {TENSORS_FILE})",
+                                         "run `forge-hub compute` first, or point at the folder it wrote")
+        tensors = load_file(tensors_file)
+        metadata = json.loads(metadata_file.read_text(encoding="utf-8")) if metadata_file.exists() else {}
+        scores = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("scores.")}
+        return cls(tensors["harmful_mean"], tensors["harmless_mean"], tensors["directions"],
+                   tensors.get("subspaces"), scores, metadata)
+
+    def check_fits(self, arch: Architecture, model_id: str | None = None, strict_model: bool = False) -> None:
+        """Raise a clear error when this artifact cannot be applied to ``arch``."""
+        if self.hidden_size != arch.hidden_size:
+            raise DirectionMismatchError(
+                f"direction hidden size {self.hidden_size} does not match the model's {arch.hidden_size} "
+                f"(direction computed on {self.metadata.get('model', 'an unknown model')!r})",
+                "compute the direction on this model with `forge-hub compute`",
+            )
+        if self.num_layers != arch.num_layers:
+            raise DirectionMismatchError(
+                f"direction has {self.num_layers} layers, the model has {arch.num_layers} "
+                f"(direction computed on {self.metadata.get('model', 'an unknown model')!r})",
+                "compute the direction on this model with `forge-hub compute`",
+            )
+        source = self.metadata.get("model")
+        if strict_model and model_id and source and source != model_id:
+            raise DirectionMismatchError(f"direction was computed on {source!r}, not {model_id!r}",
+                                         "pass --allow-other-model to apply it anyway")
+
+
+def compute_directions(harmful: ResidualStats, harmless: ResidualStats, method: str = "projected",
+                       num_directions: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Unit direction per layer (and SVD subspaces for ``svd``).
+
+    - ``mean_diff``: harmful mean minus harmless mean (Arditi et al.).
+    - ``projected``: that difference with its component along the harmless mean removed
+      (grimjim's projected abliteration), so the edit leaves the "ordinary prompt" part alone.
+    - ``svd``: the top ``num_directions`` right singular vectors of the per-prompt differences
+      (each harmful activation minus the harmless mean), sign-aligned with the mean difference.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown direction method {method!r}: use one of {', '.join(METHODS)}")
+    diff = (harmful.mean - harmless.mean).float()
+    if method == "projected":
+        dirs = torch.stack([orthogonal_to(diff[i], harmless.mean[i]) for i in range(diff.shape[0])])
+    else:
+        dirs = diff / diff.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    if method != "svd":
+        return dirs, None
+    if harmful.per_prompt is None:
+        raise ValueError("the svd method needs per-prompt activations (collect with keep_per_prompt=True)")
+    subspaces = []
+    for layer in range(diff.shape[0]):
+        centred = harmful.per_prompt[:, layer].float() - harmless.mean[layer].float()
+        _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+        top = vh[:num_directions]
+        signs = torch.sign(top @ diff[layer]).clamp_min(0) * 2 - 1  # point along harmful - harmless
+        subspaces.append(top * signs[:, None])
+    subspaces_t = torch.stack(subspaces)
+    return subspaces_t[:, 0].contiguous(), subspaces_t

@@ -1,0 +1,48 @@
+"""Outputs appear whole or not at all.
+
+Everything forge-hub writes goes to a hidden temporary folder beside the destination and is
+renamed into place only once complete, so an interrupted run, a full disk or a crash leaves
+no half-written model that looks finished.
+"""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import OutputError
+
+
+@contextmanager
+def staged_output(destination: str | Path, overwrite: bool = False, needed_bytes: int = 0) -> Iterator[Path]:
+    """Yield a temporary folder; on success it becomes ``destination``, on error it is removed."""
+    dest = Path(destination).expanduser().resolve()
+    if dest.exists() and not overwrite:
+        raise OutputError(f"output folder {dest} already exists", "choose another --out, or pass --overwrite")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(dest.parent).free
+    if needed_bytes and free < needed_bytes:
+        raise OutputError(f"not enough disk space in {dest.parent}: {needed_bytes / 1e9:.2f} GB needed, "
+                          f"{free / 1e9:.2f} GB free", "free some space or write --out to a larger disk")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    try:
+        yield tmp
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.errno == errno.ENOSPC:
+            raise OutputError(f"disk full while writing {dest}", "free some space or write --out to a larger disk") from exc
+        raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
+        dest.rename(old)
+        tmp.rename(dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(dest)
