@@ -50,5 +50,5 @@ def evaluation_prompts(n: int = 100) -> tuple[list[str], list[str]]:
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.write_text("\n".join(" ".join(line.split()) for line in lines) + "\n", encoding="utf-8")
     return path

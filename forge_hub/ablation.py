@@ -18,7 +18,7 @@ import math
 import torch
 
 COMPUTE_DTYPE = torch.float32
-CHUNK_ROWS = 8192  # residual vectors per block
+CHUNK_BYTES = 1 << 20  # float32 scratch per block: small enough to stay in cache
 _EPS = 1e-12
 
 
@@ -34,36 +34,92 @@ def as_direction_rows(directions: torch.Tensor) -> torch.Tensor:
 
 
 def project_out(weight: torch.Tensor, directions: torch.Tensor, residual_axis: int = 0, strength: float = 1.0,
-                norm_preserving: bool = False, chunk_rows: int = CHUNK_ROWS) -> torch.Tensor:
+                norm_preserving: bool = False, out: torch.Tensor | None = None,
+                chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
     """Remove ``strength`` times the component along ``directions`` from every residual vector.
 
     ``weight`` is 1-D (a bias), 2-D (``residual_axis`` 0 for ``nn.Linear`` weights ``[out, in]``,
     1 for embeddings ``[vocab, hidden]``) or 3-D fused experts ``[experts, ...]``, edited one
     expert at a time so a fused tensor gives the same bits as the per-expert tensors it holds.
-    Work goes in fixed blocks of residual vectors, so the float32 scratch stays small next to a
-    large embedding and every caller (live model, shard stream, GGUF) rounds identically.
-    Returns a new tensor of the input dtype; the input is never modified.
+    The work runs over contiguous blocks of rows in float32 scratch of about ``chunk_bytes``, so a
+    large embedding never needs a float32 copy, and every caller (live model, shard stream, GGUF)
+    rounds identically. Writes into ``out`` when given (same shape and dtype), else a new tensor;
+    the input is never modified.
     """
     q = as_direction_rows(directions).to(weight.device)
-    out = torch.empty_like(weight, memory_format=torch.contiguous_format)
+    if out is None:
+        out = torch.empty_like(weight, memory_format=torch.contiguous_format)
+    weight = weight.contiguous()
     if weight.ndim == 3:
         for e in range(weight.shape[0]):
-            out[e] = project_out(weight[e], q, residual_axis - 1, strength, norm_preserving, chunk_rows)
+            project_out(weight[e], q, residual_axis - 1, strength, norm_preserving, out[e], chunk_bytes)
         return out
     if weight.ndim == 1:
-        src, dst = weight[None, :], out[None, :]
-    elif weight.ndim == 2:
-        src, dst = (weight, out) if residual_axis == 1 else (weight.T, out.T)
+        _project_rows(weight[None, :], out[None, :], q, strength, norm_preserving, chunk_bytes)
+    elif weight.ndim == 2 and residual_axis == 1:
+        _project_rows(weight, out, q, strength, norm_preserving, chunk_bytes)
+    elif weight.ndim == 2 and residual_axis == 0:
+        _project_columns(weight, out, q, strength, norm_preserving, chunk_bytes)
     else:
-        raise ValueError(f"cannot orthogonalize a {weight.ndim}-D tensor")
-    for start in range(0, src.shape[0], chunk_rows):
-        vectors = src[start:start + chunk_rows].to(COMPUTE_DTYPE)
-        edited = vectors - strength * ((vectors @ q.T) @ q)
-        if norm_preserving:
-            kept = vectors.norm(dim=1, keepdim=True)
-            edited = edited * (kept / edited.norm(dim=1, keepdim=True).clamp_min(_EPS))
-        dst[start:start + chunk_rows] = edited.to(weight.dtype)
+        raise ValueError(f"cannot orthogonalize a {weight.ndim}-D tensor along axis {residual_axis}")
     return out
+
+
+def _rows_per_block(row_len: int, chunk_bytes: int) -> int:
+    return max(1, chunk_bytes // (4 * row_len))
+
+
+def _norm_scale(squared: torch.Tensor, coeffs_squared: torch.Tensor, strength: float) -> torch.Tensor:
+    """Factor that gives each edited vector its old norm back.
+
+    For orthonormal ``Q``: ``|v - s Q^T Q v|^2 = |v|^2 - (2s - s^2) |Q v|^2``, so the new norms
+    follow from sums already at hand, without a second pass over the edited vectors.
+    """
+    edited = (squared - (2 * strength - strength**2) * coeffs_squared).clamp_min(0.0)
+    scale = (squared / edited.clamp_min(_EPS)).sqrt()
+    return torch.where(edited > _EPS * squared.clamp_min(_EPS), scale, torch.ones_like(scale))
+
+
+def _project_rows(src: torch.Tensor, dst: torch.Tensor, q: torch.Tensor, strength: float, norm_preserving: bool,
+                  chunk_bytes: int) -> None:
+    """Rows are residual vectors (embeddings, biases): one pass, block by block."""
+    step = _rows_per_block(src.shape[1], chunk_bytes)
+    scratch = torch.empty((min(step, src.shape[0]), src.shape[1]), dtype=COMPUTE_DTYPE)
+    for start in range(0, src.shape[0], step):
+        block = scratch[: min(step, src.shape[0] - start)]
+        block.copy_(src[start:start + block.shape[0]])
+        coeffs = block @ q.T  # [rows, k]
+        if norm_preserving:
+            scale = _norm_scale(block.pow(2).sum(1), coeffs.pow(2).sum(1), strength)
+        block.addmm_(coeffs, q, alpha=-strength)
+        if norm_preserving:
+            block.mul_(scale[:, None])
+        dst[start:start + block.shape[0]].copy_(block)
+
+
+def _project_columns(src: torch.Tensor, dst: torch.Tensor, q: torch.Tensor, strength: float, norm_preserving: bool,
+                     chunk_bytes: int) -> None:
+    """Columns are residual vectors (``nn.Linear`` weights): gather ``Q W`` over row blocks, then
+    subtract ``s Q^T (Q W)`` block by block; every block is contiguous memory."""
+    rows, cols = src.shape
+    step = _rows_per_block(cols, chunk_bytes)
+    scratch = torch.empty((min(step, rows), cols), dtype=COMPUTE_DTYPE)
+    coeffs = torch.zeros((q.shape[0], cols), dtype=COMPUTE_DTYPE)
+    squared = torch.zeros(cols, dtype=COMPUTE_DTYPE) if norm_preserving else None
+    for start in range(0, rows, step):
+        block = scratch[: min(step, rows - start)]
+        block.copy_(src[start:start + block.shape[0]])
+        coeffs.addmm_(q[:, start:start + block.shape[0]], block)
+        if squared is not None:
+            squared.add_(block.pow(2).sum(0))
+    scale = _norm_scale(squared, coeffs.pow(2).sum(0), strength) if squared is not None else None
+    for start in range(0, rows, step):
+        block = scratch[: min(step, rows - start)]
+        block.copy_(src[start:start + block.shape[0]])
+        block.addmm_(q[:, start:start + block.shape[0]].T, coeffs, alpha=-strength)
+        if scale is not None:
+            block.mul_(scale[None, :])
+        dst[start:start + block.shape[0]].copy_(block)
 
 
 def project_out_activations(x: torch.Tensor, directions: torch.Tensor, strength: float = 1.0) -> torch.Tensor:

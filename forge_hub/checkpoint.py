@@ -93,8 +93,25 @@ def read_config(folder: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def checkpoint_architecture(folder: Path) -> Architecture:
+    """Sizes from the folder's config, through transformers where it knows the model type
+    (its attribute maps turn e.g. GPT-2's ``n_embd`` into ``hidden_size``)."""
+    raw = read_config(folder)
+    try:
+        from transformers import AutoConfig
+
+        return Architecture.from_config(AutoConfig.from_pretrained(folder))
+    except (ValueError, KeyError, OSError):
+        pass
+    try:
+        return Architecture.from_config_dict(raw)
+    except KeyError as exc:
+        raise ModelLoadError(f"{folder}/config.json has no {exc.args[0]!r}, and transformers does not know "
+                             f"model type {raw.get('model_type')!r}", "upgrade transformers") from exc
+
+
 def plan_for_checkpoint(folder: Path, artifact: RefusalDirections, settings: AblationSettings) -> EditPlan:
-    arch = Architecture.from_config_dict(read_config(folder))
+    arch = checkpoint_architecture(folder)
     shapes, where = checkpoint_shapes(weight_shards(folder))
 
     def read_tensor(name: str) -> torch.Tensor:

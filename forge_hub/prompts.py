@@ -106,9 +106,10 @@ def _read_source(source: str, column: str | None) -> list[object]:
         return [p for f in files for p in _read_file(f, column)]
     if path.is_file():
         return _read_file(path, column)
-    if path.suffix.lower() in FILE_SUFFIXES or source.startswith((".", "/", "~")):
-        raise PromptError(f"prompt file {source} does not exist", "check the path")
-    return _read_dataset(source, column)
+    name = Path(source.split(":")[0]).expanduser()
+    if name.is_dir() or not (path.suffix.lower() in FILE_SUFFIXES or source.startswith((".", "/", "~"))):
+        return _read_dataset(source, column)
+    raise PromptError(f"prompt file {source} does not exist", "check the path")
 
 
 def _looks_like_dataset_dir(path: Path) -> bool:

@@ -81,7 +81,9 @@ def test_low_precision_keeps_dtype_and_leaves_input_alone(r):
 
 def test_chunking_does_not_change_the_result(r):
     w = torch.randn(H, 100)
-    assert torch.allclose(project_out(w, r, chunk_rows=7), project_out(w, r), atol=1e-6)
+    assert torch.allclose(project_out(w, r, chunk_bytes=7 * 4 * 100), project_out(w, r), atol=1e-6)
+    emb = torch.randn(100, H)
+    assert torch.allclose(project_out(emb, r, 1, chunk_bytes=7 * 4 * H), project_out(emb, r, 1), atol=1e-6)
 
 
 def test_activation_projection_matches_weight_projection(r):
