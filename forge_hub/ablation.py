@@ -84,7 +84,7 @@ def _project_rows(src: torch.Tensor, dst: torch.Tensor, q: torch.Tensor, strengt
                   chunk_bytes: int) -> None:
     """Rows are residual vectors (embeddings, biases): one pass, block by block."""
     step = _rows_per_block(src.shape[1], chunk_bytes)
-    scratch = torch.empty((min(step, src.shape[0]), src.shape[1]), dtype=COMPUTE_DTYPE)
+    scratch = torch.empty((min(step, src.shape[0]), src.shape[1]), dtype=COMPUTE_DTYPE, device=src.device)
     for start in range(0, src.shape[0], step):
         block = scratch[: min(step, src.shape[0] - start)]
         block.copy_(src[start:start + block.shape[0]])
@@ -103,9 +103,9 @@ def _project_columns(src: torch.Tensor, dst: torch.Tensor, q: torch.Tensor, stre
     subtract ``s Q^T (Q W)`` block by block; every block is contiguous memory."""
     rows, cols = src.shape
     step = _rows_per_block(cols, chunk_bytes)
-    scratch = torch.empty((min(step, rows), cols), dtype=COMPUTE_DTYPE)
-    coeffs = torch.zeros((q.shape[0], cols), dtype=COMPUTE_DTYPE)
-    squared = torch.zeros(cols, dtype=COMPUTE_DTYPE) if norm_preserving else None
+    scratch = torch.empty((min(step, rows), cols), dtype=COMPUTE_DTYPE, device=src.device)
+    coeffs = torch.zeros((q.shape[0], cols), dtype=COMPUTE_DTYPE, device=src.device)
+    squared = torch.zeros(cols, dtype=COMPUTE_DTYPE, device=src.device) if norm_preserving else None
     for start in range(0, rows, step):
         block = scratch[: min(step, rows - start)]
         block.copy_(src[start:start + block.shape[0]])

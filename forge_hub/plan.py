@@ -124,7 +124,7 @@ def build_plan(arch: Architecture, shapes: Mapping[str, Sequence[int]], artifact
         if settings.biprojected:
             dirs = torch.stack([orthogonal_to(d, artifact.harmless_mean[target]) for d in dirs])
         if w.post_norm is not None:
-            gain = read_tensor(w.post_norm).float() + w.norm_offset
+            gain = read_tensor(w.post_norm).float().cpu() + w.norm_offset
             dirs = through_norm_gain(dirs, gain)
         plan.edits[w.name] = TensorEdit(w, as_direction_rows(dirs), float(strength))
     return plan
