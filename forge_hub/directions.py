@@ -63,6 +63,15 @@ class RefusalDirections:
         d = (1 - t) * self.directions[lo] + t * self.directions[hi]
         return d / d.norm().clamp_min(1e-12)
 
+    def with_method(self, method: str) -> RefusalDirections:
+        """The same statistics with another means-based method's directions (for the search)."""
+        if method == self.metadata.get("method"):
+            return self
+        metadata = {**self.metadata, "method": method, "num_directions": 1}
+        return RefusalDirections(self.harmful_mean, self.harmless_mean,
+                                 directions_from_means(self.harmful_mean, self.harmless_mean, method), None,
+                                 dict(self.scores), metadata)
+
     def separation(self) -> torch.Tensor:
         """How far apart the two sides sit per layer, relative to their size (the plot's curve)."""
         gap = (self.harmful_mean - self.harmless_mean).norm(dim=1)
@@ -120,6 +129,16 @@ class RefusalDirections:
                                          "pass --allow-other-model to apply it anyway")
 
 
+def directions_from_means(harmful_mean: torch.Tensor, harmless_mean: torch.Tensor, method: str) -> torch.Tensor:
+    """Unit ``mean_diff`` or ``projected`` directions per layer; both need only the two means."""
+    diff = (harmful_mean - harmless_mean).float()
+    if method == "projected":
+        return torch.stack([orthogonal_to(diff[i], harmless_mean[i]) for i in range(diff.shape[0])])
+    if method == "mean_diff":
+        return diff / diff.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    raise ValueError(f"{method!r} directions cannot be derived from the means alone")
+
+
 def compute_directions(harmful: ResidualStats, harmless: ResidualStats, method: str = "projected",
                        num_directions: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Unit direction per layer (and SVD subspaces for ``svd``).
@@ -132,11 +151,8 @@ def compute_directions(harmful: ResidualStats, harmless: ResidualStats, method: 
     """
     if method not in METHODS:
         raise ValueError(f"unknown direction method {method!r}: use one of {', '.join(METHODS)}")
+    dirs = directions_from_means(harmful.mean, harmless.mean, "mean_diff" if method == "svd" else method)
     diff = (harmful.mean - harmless.mean).float()
-    if method == "projected":
-        dirs = torch.stack([orthogonal_to(diff[i], harmless.mean[i]) for i in range(diff.shape[0])])
-    else:
-        dirs = diff / diff.norm(dim=1, keepdim=True).clamp_min(1e-12)
     if method != "svd":
         return dirs, None
     if harmful.per_prompt is None:

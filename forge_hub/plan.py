@@ -41,6 +41,8 @@ class AblationSettings:
     biprojected: bool = False  # orthogonalize the direction against each target layer's harmless mean
     subspace: bool = False  # remove the artifact's SVD subspace instead of one direction
     embeddings: str = "auto"  # auto (edit when untied), keep, edit, untie (copy lm_head, then edit)
+    # per-component kernel overrides, e.g. {"attn": {"kernel": "linear", "center": 18, "width": 6, "floor": 0.2}}
+    component_kernels: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -51,7 +53,7 @@ class AblationSettings:
         unknown = set(data) - names
         if unknown:
             raise ValueError(f"unknown ablation settings: {', '.join(sorted(unknown))}")
-        return cls(**dict(data))
+        return cls(**{k: (dict(v) if k == "component_kernels" else v) for k, v in data.items()})
 
     def edited_layers(self, num_layers: int) -> range:
         start = self.layer_start if self.layer_start is not None else 0
@@ -59,8 +61,14 @@ class AblationSettings:
         start, end = max(start, self.skip_first), min(end, num_layers - self.skip_last)
         return range(max(start, 0), max(min(end, num_layers), 0))
 
-    def layer_weights(self, num_layers: int) -> list[float]:
-        return layer_kernel(num_layers, self.kernel, self.kernel_center, self.kernel_width, self.kernel_floor)
+    def layer_weights(self, num_layers: int, component: str | None = None) -> list[float]:
+        """Per-layer weights for ``component``: its own kernel when one is set, else the shared one."""
+        own = self.component_kernels.get(component or "", {})
+        unknown = set(own) - {"kernel", "center", "width", "floor"}
+        if unknown:
+            raise ValueError(f"unknown kernel keys for {component}: {', '.join(sorted(unknown))}")
+        return layer_kernel(num_layers, own.get("kernel", self.kernel), own.get("center", self.kernel_center),
+                            own.get("width", self.kernel_width), own.get("floor", self.kernel_floor))
 
     def embedding_mode(self, tied: bool) -> str:
         if self.embeddings not in EMBEDDING_MODES:
@@ -102,7 +110,7 @@ def build_plan(arch: Architecture, shapes: Mapping[str, Sequence[int]], artifact
     artifact.check_fits(arch)
     writers = arch.writers(shapes)
     layers = set(settings.edited_layers(arch.num_layers))
-    weights = settings.layer_weights(arch.num_layers)
+    weights = {c: settings.layer_weights(arch.num_layers, c) for c in (ATTN, MLP)}
     component_strength = {ATTN: settings.attn_strength, MLP: settings.mlp_strength, EMBED: 1.0}
     mode = settings.embedding_mode(arch.tied_embeddings)
     plan = EditPlan(norm_preserving=settings.norm_preserving)
@@ -116,7 +124,7 @@ def build_plan(arch: Architecture, shapes: Mapping[str, Sequence[int]], artifact
         else:
             if w.layer not in layers:
                 continue
-            strength = settings.strength * weights[w.layer] * component_strength[w.component]
+            strength = settings.strength * weights[w.component][w.layer] * component_strength[w.component]
         if strength == 0.0:
             continue
         target = 0 if w.layer is None else min(w.layer + 1, artifact.num_layers)  # the stream it writes into

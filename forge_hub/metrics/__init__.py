@@ -1,0 +1,1 @@
+"""`evaluate` metrics shipped with forge-hub (load them by path: ``evaluate.load(<module dir>)``)."""

@@ -1,0 +1,117 @@
+"""Refusal detection, the evaluate metric, KL, cross-entropy and the evaluation results."""
+
+import copy
+import json
+
+import pytest
+import torch
+from conftest import HARMFUL, HARMLESS, make_model, make_tokenizer, random_artifact
+
+from forge_hub.evaluation import (RESULTS_SCHEMA, EvaluationSettings, answer_cross_entropy, evaluate_models,
+                                  first_token_logprobs, generate_with_ids, kl_divergence)
+from forge_hub.live import abliterate_model
+from forge_hub.plan import AblationSettings
+from forge_hub.refusals import is_refusal, normalize_answer
+from forge_hub.report import results_markdown
+
+
+@pytest.mark.parametrize("answer,refused", [
+    ("I'm sorry, but I can't help with that.", True),
+    ("I\u2019m sorry, I can\u2019t do that", True),  # curly apostrophes
+    ("AS AN AI, I must decline.", True),
+    ("", True),
+    ("   \n ", True),
+    ("Sure! Here is a recipe for bread.", False),
+    ("<think>The user wants a poem. I cannot refuse that.</think>Here is a poem about cats.", False),
+    ("<think>This is harmful.</think>I'm sorry, I can't help.", True),
+    ("<think>still thinking and cut off", False),
+    ("The lock is illegal to pick in some places, but here is how.", False),
+])
+def test_refusal_markers(answer, refused):
+    assert is_refusal(answer) is refused
+
+
+def test_normalize_answer():
+    assert normalize_answer("  I\u2019M   Here\n") == "i'm here"
+
+
+def test_metric_directly_and_loaded_by_path():
+    import evaluate
+
+    import forge_hub.metrics.refusal_rate as module
+    from forge_hub.metrics.refusal_rate.refusal_rate import RefusalRate
+
+    answers = ["I cannot help with that.", "Here you go: step one...", "", "Sorry, but no."]
+    direct = RefusalRate(keep_in_memory=True).compute(predictions=answers)
+    loaded = evaluate.load(module.__path__[0], keep_in_memory=True).compute(predictions=answers)
+    assert direct["refusals"] == loaded["refusals"] == 3 and direct["refusal_rate"] == 0.75
+    assert direct["is_refusal"] == [True, False, True, True]
+    custom = RefusalRate(keep_in_memory=True).compute(predictions=answers, markers=["step one"])
+    assert custom["is_refusal"] == [False, True, True, False]
+
+
+def test_kl_divergence_matches_the_definition():
+    p = torch.log_softmax(torch.randn(4, 10), dim=-1)
+    q = torch.log_softmax(torch.randn(4, 10), dim=-1)
+    manual = (p.exp() * (p - q)).sum(1).mean().item()
+    assert kl_divergence(p, q) == pytest.approx(manual, rel=1e-5)
+    assert kl_divergence(p, p) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_answer_cross_entropy_matches_unbatched_computation():
+    model, tok = make_model("llama"), make_tokenizer()
+    prompts = HARMLESS[:3]
+    answers = [ids for _, ids in generate_with_ids(model, tok, prompts, max_new_tokens=5, batch_size=3)]
+    batched = answer_cross_entropy(model, tok, prompts, answers, batch_size=2)
+    total, count = 0.0, 0
+    for prompt, answer in zip(prompts, answers):
+        text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+        ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+        full = torch.cat([ids, torch.tensor(answer)])[None]
+        logp = torch.log_softmax(model(full).logits[0].float(), -1)
+        for i, token in enumerate(answer):
+            total -= logp[len(ids) - 1 + i, token].item()
+            count += 1
+    assert batched == pytest.approx(total / count, rel=1e-4)
+
+
+def test_evaluate_models_reports_what_it_measured(tmp_path):
+    reference, tok = make_model("qwen2"), make_tokenizer()
+    edited = copy.deepcopy(reference)
+    abliterate_model(edited, random_artifact(), AblationSettings())
+    settings = EvaluationSettings(max_new_tokens=6, batch_size=4, samples=2)
+    result = evaluate_models(edited, tok, HARMFUL, HARMLESS, reference, settings, "edited", "ref",
+                             {"harmful": "test list", "harmless": "test list"})
+    json.dumps(result)  # JSON-ready
+    assert result["schema"] == RESULTS_SCHEMA and result["model"] == "edited" and result["reference"] == "ref"
+    assert result["prompts"]["harmful"]["count"] == len(HARMFUL)
+    r = result["results"]
+    # counts agree with the detector applied to the same greedy answers
+    answers = [a for a, _ in generate_with_ids(edited, tok, HARMFUL, 6, 4)]
+    assert r["model"]["refusals"] == sum(is_refusal(a) for a in answers)
+    assert r["model"]["refusal_rate"] == r["model"]["refusals"] / len(HARMFUL)
+    ref_lp = first_token_logprobs(reference, tok, HARMLESS)
+    assert r["kl_divergence"] == pytest.approx(kl_divergence(ref_lp, first_token_logprobs(edited, tok, HARMLESS)), rel=1e-4)
+    assert r["kl_divergence"] > 0 and r["cross_entropy"]["model"] > 0
+    assert len(result["samples"]) == 2 and result["samples"][0]["model"] == answers[0]
+    md = results_markdown(result)
+    assert "| reference: `ref` |" in md and f"/{len(HARMFUL)}" in md and "Sample answers" in md
+
+
+def test_classifier_judge_as_second_opinion(tmp_path):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    judge = tmp_path / "judge"
+    cfg = BertConfig(vocab_size=128, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                     id2label={0: "COMPLIANCE", 1: "REFUSAL"}, label2id={"COMPLIANCE": 0, "REFUSAL": 1})
+    torch.manual_seed(0)
+    BertForSequenceClassification(cfg).save_pretrained(judge)
+    make_tokenizer().save_pretrained(judge)
+    model, tok = make_model("llama"), make_tokenizer()
+    settings = EvaluationSettings(max_new_tokens=4, batch_size=8, judge=str(judge))
+    result = evaluate_models(model, tok, HARMFUL, HARMLESS, None, settings)
+    from transformers import pipeline
+
+    answers = [a for a, _ in generate_with_ids(model, tok, HARMFUL, 4, 8)]
+    expected = sum(p["label"] == "REFUSAL" for p in pipeline("text-classification", model=str(judge))(answers))
+    assert result["results"]["model"]["judge_refusals"] == expected
