@@ -15,7 +15,7 @@ an interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import dataclasses
-import logging
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,7 +135,9 @@ def run_search(model: torch.nn.Module, tokenizer: object, artifact: RefusalDirec
         directions=["minimize", "minimize"],
         sampler=optuna.samplers.TPESampler(seed=options.seed, multivariate=True, n_startup_trials=10),
     )
-    study.set_metric_names(list(OBJECTIVES))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(OBJECTIVES))
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     remaining = options.trials - len(done)
     if remaining <= 0:
@@ -221,9 +223,6 @@ def plot_front(study: optuna.Study, path: Path, picked: optuna.trial.FrozenTrial
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from optuna.visualization.matplotlib import plot_pareto_front
-
-    logging.getLogger("optuna").setLevel(logging.ERROR)
-    import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # optuna marks its matplotlib plots experimental

@@ -1,0 +1,100 @@
+"""The parameter search: reversible trials, early stopping, resumable study, pick, plot."""
+
+import copy
+
+import optuna
+import pytest
+import torch
+from conftest import HARMFUL, HARMLESS, make_model, make_tokenizer, random_artifact
+
+from forge_hub import search as search_mod
+from forge_hub.live import abliterate_model
+from forge_hub.plan import AblationSettings
+from forge_hub.search import (SearchOptions, TrialEvaluator, default_trial_params, front_table, pick_trial,
+                              plot_front, run_search, trial_choice)
+
+
+def options(tmp_path, **kw):
+    return SearchOptions(storage=tmp_path / "study.db", max_new_tokens=3, batch_size=4, **kw)
+
+
+def state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_trial_edit_equals_a_fresh_abliteration_and_is_undone(tmp_path):
+    model, tok = make_model("llama"), make_tokenizer()
+    before = state(model)
+    artifact = random_artifact()
+    evaluator = TrialEvaluator(model, tok, HARMFUL, HARMLESS, options(tmp_path))
+    a = AblationSettings(direction_layer=1.5, attn_strength=1.3,
+                         component_kernels={"mlp": {"kernel": "linear", "center": 2, "width": 2, "floor": 0.2}})
+    b = AblationSettings(direction_layer=2.0, strength=0.7)
+    first = evaluator(artifact, a)
+    evaluator(artifact, b)
+    assert evaluator(artifact, a) == first  # same settings, same numbers: b left nothing behind
+    fresh = make_model("llama")
+    abliterate_model(fresh, artifact, a)
+    for k, v in state(fresh).items():
+        assert torch.equal(v, model.state_dict()[k]), k
+    evaluator.restore()
+    for k, v in before.items():
+        assert torch.equal(v, model.state_dict()[k]), k
+
+
+def test_dominated_trials_stop_counting_early(tmp_path, monkeypatch):
+    model, tok = make_model("llama"), make_tokenizer()
+    calls = []
+    real = search_mod.generate
+    monkeypatch.setattr(search_mod, "generate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    opts = options(tmp_path, markers=("",))  # every answer counts as a refusal
+    evaluator = TrialEvaluator(model, tok, HARMFUL, HARMLESS, opts)
+    refusals, kl, complete = evaluator(random_artifact(), AblationSettings(), lambda kl: 0)
+    assert (refusals, complete, len(calls)) == (len(HARMFUL), False, 1)  # 4 of 8 counted, extrapolated
+    calls.clear()
+    assert evaluator(random_artifact(), AblationSettings())[2] is True and len(calls) == 2
+
+
+def test_study_runs_resumes_and_starts_from_the_default(tmp_path):
+    model, tok = make_model("llama"), make_tokenizer()
+    before = state(model)
+    artifact = random_artifact()
+    study = run_search(model, tok, artifact, HARMFUL, HARMLESS, options(tmp_path, trials=3), progress=False)
+    assert len(study.trials) == 3 and all(t.state.name == "COMPLETE" for t in study.trials)
+    assert study.trials[0].params == default_trial_params(artifact)  # the measured default goes first
+    for k, v in state(model).items():
+        assert torch.equal(v, before[k])  # the model is left as it was
+    first_values = [t.values for t in study.trials]
+    resumed = run_search(model, tok, artifact, HARMFUL, HARMLESS, options(tmp_path, trials=5), progress=False)
+    assert len(resumed.trials) == 5
+    assert [t.values for t in resumed.trials[:3]] == first_values
+    method, settings = trial_choice(resumed.trials[4])
+    assert method in ("projected", "mean_diff") and settings.component_kernels["attn"]["kernel"] == "linear"
+
+
+def fake_study(points):
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    dist = {"method": optuna.distributions.CategoricalDistribution(["projected"]),
+            "direction_layer": optuna.distributions.FloatDistribution(0, 10),
+            "attn_peak": optuna.distributions.FloatDistribution(0, 2),
+            "mlp_peak": optuna.distributions.FloatDistribution(0, 2)}
+    for refusals, kl in points:
+        study.add_trial(optuna.trial.create_trial(
+            values=[refusals, kl], distributions=dist,
+            params={"method": "projected", "direction_layer": 5.0, "attn_peak": 1.0, "mlp_peak": 1.0},
+            user_attrs={"settings": AblationSettings(direction_layer=5.0).to_dict(), "complete": True}))
+    return study
+
+
+def test_pick_rule_and_choice(tmp_path):
+    study = fake_study([(10, 0.05), (2, 0.12), (1, 0.30), (2, 0.10), (0, 0.9)])
+    assert pick_trial(study, max_kl=0.15).number == 3  # fewest refusals under the bound, then lower KL
+    assert pick_trial(study, max_kl=0.01).number == 0  # none under the bound: the least damaging
+    assert pick_trial(study, max_kl=0.15, number=2).number == 2
+    with pytest.raises(ValueError, match="not a finished trial"):
+        pick_trial(study, 0.15, number=42)
+    table = front_table(study, pick_trial(study, 0.15), total=100)
+    assert "| 3 (picked) | 2/100 | 0.100 |" in table
+    assert [line.split("|")[1].strip() for line in table.splitlines()[2:]] == ["4", "2", "3 (picked)", "0"]
+    png = plot_front(study, tmp_path / "front.png", pick_trial(study, 0.15))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
