@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from .live import abliterate_model
 from .modeling import ModelSource, load_model, resolve_source
 from .plan import AblationSettings
 from .prompts import prompts_hash, split_held_out
+from .search import SearchOptions, finished_trials, pick_trial, run_search, trial_choice
 from .selection import LayerScores, default_candidates, score_layers
 from .staging import staged_output
 
@@ -90,6 +92,47 @@ def compute(model: torch.nn.Module, tokenizer: object, source: ModelSource, harm
     return artifact
 
 
+def optimize(model: torch.nn.Module, tokenizer: object, source: ModelSource, harmful: list[str], harmless: list[str],
+             options: ComputeOptions, search: SearchOptions, eval_harmful: list[str] | None = None,
+             eval_harmless: list[str] | None = None, pick: int | None = None, progress: bool = True):
+    """Compute (or reuse) the directions, run or resume the search, and return the artifact
+    carrying the picked trial's method and settings, with the study.
+
+    Trials are scored on ``eval_harmful`` / ``eval_harmless`` when given, else on the prompts
+    held out from the directions. The directions are cached beside the study file, so a resumed
+    search searches the same directions.
+    """
+    cache = search.storage.with_suffix(".directions")
+    artifact = None
+    if (cache / "refusal.safetensors").exists():
+        artifact = RefusalDirections.load(cache)
+        if artifact.metadata.get("model") != source.id:
+            raise ModelLoadError(f"study {search.storage} belongs to {artifact.metadata.get('model')}, not {source.id}",
+                                 "use another --study file for this model")
+        log.info("reusing directions from %s", cache)
+    else:
+        artifact = compute(model, tokenizer, source, harmful, harmless, options, progress)
+        artifact.save(cache)
+    if eval_harmful is None or eval_harmless is None:
+        fraction = options.held_out_fraction or 0.25
+        eval_harmful = eval_harmful or split_held_out(harmful, fraction, options.seed)[1]
+        eval_harmless = eval_harmless or split_held_out(harmless, fraction, options.seed)[1]
+    study = run_search(model, tokenizer, artifact, eval_harmful, eval_harmless, search, progress)
+    chosen = pick_trial(study, search.pick_max_kl, pick)
+    method, settings = trial_choice(chosen)
+    result = artifact.with_method(method)
+    result.metadata["apply_settings"] = settings.to_dict()
+    result.metadata["search"] = {
+        "study": str(search.storage.resolve()), "study_name": search.study_name, "trial": chosen.number,
+        "refusals": chosen.values[0], "kl": chosen.values[1], "eval_prompts": {
+            "harmful": {"count": len(eval_harmful), "hash": prompts_hash(eval_harmful)},
+            "harmless": {"count": len(eval_harmless), "hash": prompts_hash(eval_harmless)}},
+        "max_new_tokens": search.max_new_tokens, "trials": len(finished_trials(study)),
+        "pick": "given" if pick is not None else f"fewest refusals with KL <= {search.pick_max_kl}",
+    }
+    return result, study, chosen
+
+
 def _store_scores(artifact: RefusalDirections, scores: LayerScores) -> None:
     n = artifact.num_layers + 1
     refusal = torch.full((n,), float("nan"))
@@ -141,8 +184,6 @@ def _apply_in_memory(src: ModelSource, artifact: RefusalDirections, out: str | P
         tokenizer.save_pretrained(tmp)
         artifact.metadata["apply_settings"] = settings.to_dict()
         artifact.save(tmp)
-        import json
-
         (tmp / SETTINGS_FILE).write_text(json.dumps({
             "source": src.id, "settings": settings.to_dict(), "edited_tensors": sorted(plan.edits)}, indent=2) + "\n")
         shards = len(list(tmp.glob("*.safetensors"))) - 1
