@@ -76,7 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     _settings_args(run)
     run.add_argument("--out", required=True, help="output folder for the abliterated model")
     run.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    _search_args(run)
     run.set_defaults(handler=_cmd_run)
+
+    from .cli_evaluate import add_chat_parser, add_evaluate_parser
+
+    add_evaluate_parser(sub)
+    add_chat_parser(sub)
     return parser
 
 
@@ -110,6 +116,22 @@ def _compute_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-kl", type=float, default=1.0, help="hard KL bound for a candidate layer (default 1.0)")
     g.add_argument("--kl-weight", type=float, default=1.0,
                    help="layer score = refusal probability + KL-WEIGHT * KL (default 1.0)")
+
+
+def _search_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("parameter search (--optimize)")
+    g.add_argument("--optimize", action="store_true",
+                   help="search layer, method, strengths and per-layer kernels for the fewest refusals at the least KL")
+    g.add_argument("--trials", type=int, default=40, help="finished trials the study should hold (default 40)")
+    g.add_argument("--study", help="SQLite file of the study; an existing one is resumed "
+                   "(default: forge-hub-<model>.study.db here)")
+    g.add_argument("--pick", type=int, metavar="TRIAL", help="use this trial instead of the default pick")
+    g.add_argument("--pick-max-kl", type=float, default=0.15,
+                   help="default pick: fewest refusals among trials with KL at most this (default 0.15)")
+    g.add_argument("--eval-harmful", help="harmful prompts that score trials (default: the held-out prompts)")
+    g.add_argument("--eval-harmless", help="harmless prompts that score trials (default: the held-out prompts)")
+    g.add_argument("--search-tokens", type=int, default=24, help="answer length while searching (default 24)")
+    g.add_argument("--refusal-markers", help="file of refusal phrases, one per line (default: forge-hub's)")
 
 
 def _settings_args(p: argparse.ArgumentParser) -> None:
@@ -156,18 +178,56 @@ def _load_prompt_lists(args: argparse.Namespace) -> tuple[list[str], list[str]]:
 
 def _compute_artifact(args: argparse.Namespace):
     from .modeling import load_model
-    from .pipeline import ComputeOptions, compute
+    from .pipeline import compute
 
     harmful, harmless = _load_prompt_lists(args)  # before the model: a bad list fails fast
     model, tokenizer, src = load_model(args.model, args.revision, args.dtype, args.device_map, args.load_in,
                                        args.trust_remote_code, args.chat_template)
-    options = ComputeOptions(
+    return compute(model, tokenizer, src, harmful, harmless, _compute_options(args))
+
+
+def _compute_options(args: argparse.Namespace):
+    from .pipeline import ComputeOptions
+
+    return ComputeOptions(
         method=args.method, num_directions=args.num_directions,
         positions=tuple(int(x) for x in args.positions.split(",")), batch_size=args.batch_size,
         system_prompt=args.system_prompt, winsorize_quantile=args.winsorize, held_out_fraction=args.held_out,
-        layer=args.layer, max_kl=args.max_kl, kl_weight=args.kl_weight, seed=args.seed, settings=_settings_from(args, AblationSettings()),
+        layer=args.layer, max_kl=args.max_kl, kl_weight=args.kl_weight, seed=args.seed,
+        settings=_settings_from(args, AblationSettings()),
     )
-    return compute(model, tokenizer, src, harmful, harmless, options)
+
+
+def _optimize(args: argparse.Namespace):
+    """`run --optimize`: directions, then the search; prints the Pareto front and saves its plot."""
+    from .modeling import load_model
+    from .pipeline import optimize
+    from .prompts import load_prompts
+    from .search import SearchOptions, front_table, plot_front
+
+    harmful, harmless = _load_prompt_lists(args)
+    eval_harmful = load_prompts(args.eval_harmful, args.column) if args.eval_harmful else None
+    eval_harmless = load_prompts(args.eval_harmless, args.column) if args.eval_harmless else None
+    markers = tuple(load_prompts(args.refusal_markers)) if args.refusal_markers else None
+    model, tokenizer, src = load_model(args.model, args.revision, args.dtype, args.device_map, args.load_in,
+                                       args.trust_remote_code, args.chat_template)
+    name = Path(src.id).stem if src.kind != "hub" else src.id.replace("/", "--")
+    storage = Path(args.study or f"forge-hub-{name}.study.db")
+    search = SearchOptions(trials=args.trials, storage=storage, max_new_tokens=args.search_tokens,
+                           batch_size=args.batch_size, seed=args.seed, pick_max_kl=args.pick_max_kl,
+                           system_prompt=args.system_prompt)
+    if markers:
+        search.markers = tuple(m.lower() for m in markers)
+    artifact, study, chosen = optimize(model, tokenizer, src, harmful, harmless, _compute_options(args), search,
+                                       eval_harmful, eval_harmless, args.pick)
+    total = artifact.metadata["search"]["eval_prompts"]["harmful"]["count"]
+    print("\nPareto front (refusals on the harmful evaluation prompts, first-token KL on the harmless ones):")
+    print(front_table(study, chosen, total))
+    plot = plot_front(study, storage.with_suffix(".pareto.png"), chosen)
+    print(f"\npicked trial {chosen.number} ({artifact.metadata['search']['pick']}): "
+          f"{chosen.values[0]:.0f}/{total} refusals, KL {chosen.values[1]:.3f}; plot: {plot}")
+    print(f"study: {storage} (run again with --trials N to continue, or --pick TRIAL to choose another trial)")
+    return artifact
 
 
 def _cmd_compute(args: argparse.Namespace) -> int:
@@ -203,8 +263,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import apply
 
     start = time.time()
-    artifact = _compute_artifact(args)
-    _print_compute_summary(artifact)
+    artifact = _optimize(args) if args.optimize else _compute_artifact(args)
+    if not args.optimize:
+        _print_compute_summary(artifact)
     settings = AblationSettings.from_dict(artifact.metadata["apply_settings"])
     report = apply(args.model, artifact, args.out, settings, args.revision, args.overwrite, args.dtype,
                    args.trust_remote_code)
