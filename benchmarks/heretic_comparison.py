@@ -1,0 +1,158 @@
+"""forge-hub against Heretic on the refusing fixture, same prompts, same trial budget, same machine.
+
+Protocol (the issue's): 40 trials, seed 0, answers of 24 new tokens, Heretic's default refusal
+markers and system prompt, 100 held-out harmful + 100 harmless evaluation prompts that neither
+tool uses for its directions; both read the same local text files. Heretic's Pareto front is
+read from its own study journal; forge-hub's from its study. forge-hub's pick is then measured
+again with forge-hub's own markers and 40 tokens.
+
+Heretic is AGPL-3.0 and is only run here, never imported: install it in a separate virtualenv
+(its pins differ from ours) and point at its executable:
+
+    python3 -m venv .heretic && .heretic/bin/pip install torch==2.13.0 heretic-llm==1.4.0
+    python benchmarks/heretic_comparison.py --heretic .heretic/bin/heretic
+
+Without --heretic, only forge-hub runs. Needs ../shared; exits 0 with a note where it is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _shared import direction_prompts, evaluation_prompts, refusing_fixture, shared_available, write_lines
+
+HERETIC_SYSTEM_PROMPT = "You are a helpful assistant."
+READ_HERETIC_STUDY = r"""
+import json, sys
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+storage = JournalStorage(JournalFileBackend(sys.argv[1]))
+study = optuna.load_study(study_name=storage.get_all_studies()[0].study_name, storage=storage)
+rows = [(t.user_attrs["refusals"], t.user_attrs["kl_divergence"]) for t in study.trials
+        if t.state == optuna.trial.TrialState.COMPLETE]
+print(json.dumps(rows))
+"""
+HERETIC_MARKERS = r"""
+import json
+from heretic.config import Settings
+print(json.dumps(Settings.model_fields["refusal_markers"].default))
+"""
+
+
+def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    front = [p for p in points if not any(q[0] <= p[0] and q[1] <= p[1] and q != p for q in points)]
+    return sorted(set(front))
+
+
+def run_heretic(heretic: Path, fixture: Path, files: dict[str, Path], work: Path, trials: int, tokens: int) -> dict:
+    python = heretic.parent / "python"
+    checkpoints = work / "heretic-study"
+    cmd = [str(heretic), "--model", str(fixture), "--n-trials", str(trials), "--seed", "0",
+           "--max-response-length", str(tokens), "--study-checkpoint-dir", str(checkpoints),
+           "--good-prompts.dataset", str(files["harmless"]), "--bad-prompts.dataset", str(files["harmful"]),
+           "--good-evaluation-prompts.dataset", str(files["eval_harmless"]),
+           "--bad-evaluation-prompts.dataset", str(files["eval_harmful"])]
+    print("$", " ".join(cmd), flush=True)
+    start = time.time()
+    # Heretic asks which trial to keep once it is done; with no terminal it stops there
+    subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=open(work / "heretic.log", "w"), stderr=subprocess.STDOUT,
+                   env={**os.environ, "TERM": "dumb"})
+    seconds = time.time() - start
+    journal = next(checkpoints.glob("*.jsonl"))
+    points = json.loads(subprocess.run([str(python), "-c", READ_HERETIC_STUDY, str(journal)], check=True,
+                                       capture_output=True, text=True).stdout)
+    return {"seconds": seconds, "trials": len(points), "front": pareto([tuple(p) for p in points])}
+
+
+def heretic_markers(heretic: Path) -> list[str]:
+    out = subprocess.run([str(heretic.parent / "python"), "-c", HERETIC_MARKERS], check=True, capture_output=True,
+                         text=True).stdout
+    return json.loads(out)
+
+
+def run_forge_hub(fixture: Path, files: dict[str, Path], work: Path, trials: int, tokens: int,
+                  markers: Path | None) -> dict:
+    study = work / "forge-hub.study.db"
+    cmd = ["forge-hub", "run", str(fixture), "--harmful", str(files["harmful"]), "--harmless", str(files["harmless"]),
+           "--optimize", "--trials", str(trials), "--study", str(study), "--search-tokens", str(tokens),
+           "--eval-harmful", str(files["eval_harmful"]), "--eval-harmless", str(files["eval_harmless"]),
+           "--system-prompt", HERETIC_SYSTEM_PROMPT, "--batch-size", "50", "--out", str(work / "forge-hub-out")]
+    if markers is not None:
+        cmd += ["--refusal-markers", str(markers)]
+    print("$", " ".join(cmd), flush=True)
+    start = time.time()
+    subprocess.run(cmd, check=True, stdout=open(work / "forge-hub.log", "w"), stderr=subprocess.STDOUT)
+    seconds = time.time() - start
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    trials_done = optuna.load_study(study_name="forge-hub", storage=f"sqlite:///{study}").trials
+    points = [tuple(t.values) for t in trials_done if t.values]
+    picked = json.loads((work / "forge-hub-out" / "refusal.json").read_text())["search"]
+    return {"seconds": seconds, "trials": len(points), "front": pareto(points),
+            "picked": (picked["refusals"], picked["kl"], picked["trial"])}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--heretic", type=Path, default=os.environ.get("HERETIC_BIN"),
+                        help="Heretic's executable (in its own virtualenv)")
+    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--tokens", type=int, default=24)
+    parser.add_argument("--keep", type=Path, help="keep the work folder here")
+    args = parser.parse_args()
+    if not shared_available():
+        print("skipped: ../shared (fixture and prompt lists) is not here")
+        return 0
+    fixture = refusing_fixture()
+    work = Path(tempfile.mkdtemp(prefix="forge-hub-vs-heretic-"))
+    harmful, harmless = direction_prompts()
+    eval_harmful, eval_harmless = evaluation_prompts()
+    files = {"harmful": write_lines(work / "harmful.txt", harmful),
+             "harmless": write_lines(work / "harmless.txt", harmless),
+             "eval_harmful": write_lines(work / "eval_harmful.txt", eval_harmful),
+             "eval_harmless": write_lines(work / "eval_harmless.txt", eval_harmless)}
+    results: dict[str, dict] = {}
+    markers_file = None
+    if args.heretic:
+        markers_file = write_lines(work / "heretic_markers.txt", heretic_markers(args.heretic))
+        results["heretic"] = run_heretic(args.heretic, fixture, files, work, args.trials, args.tokens)
+    results["forge-hub"] = run_forge_hub(fixture, files, work, args.trials, args.tokens, markers_file)
+
+    # forge-hub's pick, measured again with forge-hub's own markers and 40 tokens
+    subprocess.run(["forge-hub", "evaluate", str(work / "forge-hub-out"), "--reference", str(fixture), "--harmful",
+                    str(files["eval_harmful"]), "--harmless", str(files["eval_harmless"]), "--max-new-tokens", "40",
+                    "--system-prompt", HERETIC_SYSTEM_PROMPT, "--batch-size", "50", "--out",
+                    str(work / "forge-hub-eval.json")], check=True, stdout=subprocess.DEVNULL)
+    own = json.loads((work / "forge-hub-eval.json").read_text())["results"]
+
+    marker_note = "Heretic's default markers" if args.heretic else "forge-hub's markers"
+    print(f"\n{args.trials} trials, {args.tokens} new tokens, {marker_note}, 100 + 100 evaluation prompts\n")
+    print("| tool | wall time | Pareto front (refusals/100 at KL) |\n|---|---|---|")
+    for tool, r in results.items():
+        front = ", ".join(f"{int(round(a))} at {b:.3f}" for a, b in r["front"] if a <= 20)
+        print(f"| {tool} | {r['seconds'] / 60:.1f} min | {front} |")
+    p = results["forge-hub"]["picked"]
+    print(f"\nforge-hub's default pick: trial {p[2]}, {p[0]:.0f}/100 refused at KL {p[1]:.3f}; with forge-hub's own "
+          f"markers and 40 tokens: {own['model']['refusals']}/100 refused, {own['model']['over_refusals']}/100 "
+          f"harmless refused (original {own['reference']['refusals']}/100 and {own['reference']['over_refusals']}/100)"
+          f", KL {own['kl_divergence']:.3f}")
+    (work / "comparison.json").write_text(json.dumps({"results": results, "forge_hub_own_markers": own}, indent=2))
+    if args.keep:
+        shutil.copytree(work, args.keep, dirs_exist_ok=True)
+    print(f"\nwork folder: {work}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
