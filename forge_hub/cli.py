@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+from .cli_datasets import add_datasets_parser
 from .errors import ForgeHubError
 from .plan import EMBEDDING_MODES, AblationSettings
 
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_evaluate_parser(sub)
     add_chat_parser(sub)
+    add_datasets_parser(sub)
     return parser
 
 
@@ -97,12 +99,22 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _compute_args(p: argparse.ArgumentParser) -> None:
+    from .prompt_dataset import DATASET_ENV, DEFAULT_DATASET, DEFAULT_SAMPLE, SPLIT_NAMES, default_dataset
+
     g = p.add_argument_group("prompts and directions")
-    g.add_argument("--harmful", default="builtin:harmful", help="harmful prompts: file, folder, dataset "
-                   "name[:config][:split] or builtin:harmful (default)")
-    g.add_argument("--harmless", default="builtin:harmless", help="harmless prompts (default: builtin:harmless)")
+    g.add_argument("--prompts-dataset", default=default_dataset(), metavar="ID_OR_DIR",
+                   help=f"prompt dataset for the sides not given by --harmful/--harmless: a Hub id or a folder from "
+                   f"`forge-hub datasets build` (default: {DEFAULT_DATASET}, or ${DATASET_ENV}; offline with no "
+                   f"cached copy, the curated lists shipped with forge-hub)")
+    g.add_argument("--split", default="train", choices=SPLIT_NAMES, help="dataset split to read (default: train)")
+    g.add_argument("--sources", help="comma-separated dataset sources to keep, e.g. advbench,jailbreakbench "
+                   "(default: all)")
+    g.add_argument("--harmful", help="harmful prompts instead of the dataset's: file, folder, dataset "
+                   "name[:config][:split] or builtin:harmful")
+    g.add_argument("--harmless", help="harmless prompts instead of the dataset's (same forms, or builtin:harmless)")
     g.add_argument("--column", help="column holding the prompts in csv/json/parquet/dataset sources")
-    g.add_argument("--n-prompts", type=int, help="sample at most this many prompts per side")
+    g.add_argument("--n-prompts", type=int, help=f"sample at most this many prompts per side (default: all of a "
+                   f"--harmful/--harmless source, {DEFAULT_SAMPLE} from the prompt dataset)")
     g.add_argument("--seed", type=int, default=0, help="seed for sampling and the held-out split")
     g.add_argument("--system-prompt", help="system prompt put before each instruction")
     g.add_argument("--batch-size", type=int, default=16)
@@ -168,12 +180,22 @@ def _settings_from(args: argparse.Namespace, base: AblationSettings) -> Ablation
 
 
 def _load_prompt_lists(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """--harmful/--harmless where given; the other sides from the prompt dataset, sampled."""
+    from .cli_datasets import parse_names
+    from .prompt_dataset import DEFAULT_SAMPLE, load_side
     from .prompts import load_prompts
 
-    harmful = load_prompts(args.harmful, args.column, args.n_prompts, args.seed)
-    harmless = load_prompts(args.harmless, args.column, args.n_prompts, args.seed)
-    print(f"prompts: {len(harmful)} harmful ({args.harmful}), {len(harmless)} harmless ({args.harmless})", file=sys.stderr)
-    return harmful, harmless
+    lists, origins = [], []
+    for side, given in (("harmful", args.harmful), ("harmless", args.harmless)):
+        if given:
+            lists.append(load_prompts(given, args.column, args.n_prompts, args.seed))
+            origins.append(given)
+        else:
+            n = args.n_prompts if args.n_prompts is not None else DEFAULT_SAMPLE
+            lists.append(load_side(side, args.prompts_dataset, args.split, n, args.seed, parse_names(args.sources)))
+            origins.append(f"{args.prompts_dataset} {side}/{args.split}")
+    print(f"prompts: {len(lists[0])} harmful ({origins[0]}), {len(lists[1])} harmless ({origins[1]})", file=sys.stderr)
+    return lists[0], lists[1]
 
 
 def _compute_artifact(args: argparse.Namespace):
@@ -249,10 +271,13 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     start = time.time()
     artifact = RefusalDirections.load(args.directions)
     settings = _settings_from(args, AblationSettings.from_dict(artifact.metadata.get("apply_settings", {})))
-    source_model = artifact.metadata.get("model")
-    if not args.allow_other_model and source_model and Path(args.model).expanduser().exists():
-        if Path(source_model).exists() and Path(source_model).resolve() != Path(args.model).expanduser().resolve():
-            print(f"note: direction was computed on {source_model}", file=sys.stderr)
+    from .modeling import resolve_source
+
+    computed_on, target = artifact.metadata.get("model"), resolve_source(args.model, args.revision).id
+    if computed_on and computed_on != target and not args.allow_other_model:
+        # same sizes (checked before any write), but maybe another model: say so, don't guess
+        print(f"warning: the direction was computed on {computed_on}, not {target}; sizes match, so it is "
+              "applied (pass --allow-other-model to silence this)", file=sys.stderr)
     report = apply(args.model, artifact, args.out, settings, args.revision, args.overwrite, args.dtype,
                    args.trust_remote_code)
     _print_apply_summary(report, settings, time.time() - start)

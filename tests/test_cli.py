@@ -145,3 +145,12 @@ def test_bitsandbytes_missing_is_explained(tmp_path, tiny_model, prompt_files, c
     h, s = prompt_files
     expect_error(capsys, tmp_path, ["compute", tiny_model, "--load-in", "4bit", "--harmful", h, "--harmless", s,
                                     "--out", tmp_path / "out"], "needs bitsandbytes")
+
+
+def test_direction_from_another_model_is_flagged(tmp_path, tiny_model, capsys):
+    random_artifact().save(tmp_path / "dirs")  # computed on "tiny", same sizes
+    assert run_cli("apply", tiny_model, "--directions", tmp_path / "dirs", "--out", tmp_path / "out") == 0
+    assert "the direction was computed on tiny" in capsys.readouterr().err
+    assert run_cli("apply", tiny_model, "--directions", tmp_path / "dirs", "--out", tmp_path / "out2",
+                   "--allow-other-model") == 0
+    assert "computed on" not in capsys.readouterr().err
