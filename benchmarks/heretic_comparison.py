@@ -57,6 +57,9 @@ def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
 def run_heretic(heretic: Path, fixture: Path, files: dict[str, Path], work: Path, trials: int, tokens: int) -> dict:
     python = heretic.parent / "python"
     checkpoints = work / "heretic-study"
+    timing = work / "heretic-seconds.txt"
+    if timing.exists():  # finished in an earlier run with this --work folder: read it again
+        return _read_heretic(python, checkpoints, float(timing.read_text()))
     cmd = [str(heretic), "--model", str(fixture), "--n-trials", str(trials), "--seed", "0",
            "--max-response-length", str(tokens), "--study-checkpoint-dir", str(checkpoints),
            "--good-prompts.dataset", str(files["harmless"]), "--bad-prompts.dataset", str(files["harmful"]),
@@ -68,6 +71,11 @@ def run_heretic(heretic: Path, fixture: Path, files: dict[str, Path], work: Path
     subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=open(work / "heretic.log", "w"), stderr=subprocess.STDOUT,
                    env={**os.environ, "TERM": "dumb"})
     seconds = time.time() - start
+    timing.write_text(str(seconds))
+    return _read_heretic(python, checkpoints, seconds)
+
+
+def _read_heretic(python: Path, checkpoints: Path, seconds: float) -> dict:
     journal = next(checkpoints.glob("*.jsonl"))
     points = json.loads(subprocess.run([str(python), "-c", READ_HERETIC_STUDY, str(journal)], check=True,
                                        capture_output=True, text=True).stdout)
@@ -109,13 +117,17 @@ def main() -> int:
                         help="Heretic's executable (in its own virtualenv)")
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--tokens", type=int, default=24)
-    parser.add_argument("--keep", type=Path, help="keep the work folder here")
+    parser.add_argument("--work", type=Path, help="work folder (kept); a finished Heretic run in it is reused")
     args = parser.parse_args()
     if not shared_available():
         print("skipped: ../shared (fixture and prompt lists) is not here")
         return 0
     fixture = refusing_fixture()
-    work = Path(tempfile.mkdtemp(prefix="forge-hub-vs-heretic-"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="forge-hub-vs-heretic-"))
+    work.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(work / "forge-hub-out", ignore_errors=True)
+    (work / "forge-hub.study.db").unlink(missing_ok=True)
+    shutil.rmtree(work / "forge-hub.study.directions", ignore_errors=True)
     harmful, harmless = direction_prompts()
     eval_harmful, eval_harmless = evaluation_prompts()
     files = {"harmful": write_lines(work / "harmful.txt", harmful),
@@ -148,8 +160,6 @@ def main() -> int:
           f"harmless refused (original {own['reference']['refusals']}/100 and {own['reference']['over_refusals']}/100)"
           f", KL {own['kl_divergence']:.3f}")
     (work / "comparison.json").write_text(json.dumps({"results": results, "forge_hub_own_markers": own}, indent=2))
-    if args.keep:
-        shutil.copytree(work, args.keep, dirs_exist_ok=True)
     print(f"\nwork folder: {work}")
     return 0
 
