@@ -44,7 +44,8 @@ class SearchOptions:
     batch_size: int = 32
     seed: int = 0
     methods: tuple[str, ...] = SEARCH_METHODS
-    pick_max_kl: float = 0.15  # the default pick: fewest refusals among trials with KL at most this
+    pick_kl_weight: float = 1.0  # default pick: lowest refusal rate + pick_kl_weight * KL ...
+    pick_max_kl: float = 1.0  # ... among trials with KL at most this
     system_prompt: str | None = None
     markers: tuple[str, ...] = REFUSAL_MARKERS
 
@@ -183,9 +184,11 @@ def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return sorted(study.best_trials, key=lambda t: (t.values[0], t.values[1]))
 
 
-def pick_trial(study: optuna.Study, max_kl: float, number: int | None = None) -> optuna.trial.FrozenTrial:
-    """Trial ``number`` when given; else the fewest refusals with KL <= ``max_kl`` (ties: lower KL);
-    when no trial is that close to the original, the one with the lowest KL."""
+def pick_trial(study: optuna.Study, total: int, kl_weight: float = 1.0, max_kl: float = 1.0,
+               number: int | None = None) -> optuna.trial.FrozenTrial:
+    """Trial ``number`` when given; else the lowest ``refusals / total + kl_weight * KL`` among
+    trials with KL <= ``max_kl`` (the same trade the layer choice makes: one refusal in a hundred
+    weighs as much as 0.01 of KL); when no trial is that close to the original, the lowest KL."""
     trials = finished_trials(study)
     if not trials:
         raise ValueError("the study has no finished trials")
@@ -197,7 +200,7 @@ def pick_trial(study: optuna.Study, max_kl: float, number: int | None = None) ->
         return chosen[0]
     within = [t for t in trials if t.values[1] <= max_kl]
     if within:
-        return min(within, key=lambda t: (t.values[0], t.values[1]))
+        return min(within, key=lambda t: (t.values[0] / total + kl_weight * t.values[1], t.values[1]))
     return min(trials, key=lambda t: t.values[1])
 
 
