@@ -41,5 +41,9 @@ class OutputError(ForgeHubError):
     """The output folder cannot be written (exists, no space, not writable)."""
 
 
+class HubError(ForgeHubError):
+    """The Hugging Face Hub refused or could not take an upload (no token, no access, offline)."""
+
+
 class MissingDependencyError(ForgeHubError):
     """An optional package is needed for the requested feature."""
