@@ -115,6 +115,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--heretic", type=Path, default=os.environ.get("HERETIC_BIN"),
                         help="Heretic's executable (in its own virtualenv)")
+    parser.add_argument("--markers-from-heretic", action="store_true",
+                        help="with --heretic: take Heretic's markers for forge-hub's search but do not run Heretic")
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--tokens", type=int, default=24)
     parser.add_argument("--work", type=Path, help="work folder (kept); a finished Heretic run in it is reused")
@@ -138,7 +140,8 @@ def main() -> int:
     markers_file = None
     if args.heretic:
         markers_file = write_lines(work / "heretic_markers.txt", heretic_markers(args.heretic))
-        results["heretic"] = run_heretic(args.heretic, fixture, files, work, args.trials, args.tokens)
+        if not args.markers_from_heretic:
+            results["heretic"] = run_heretic(args.heretic, fixture, files, work, args.trials, args.tokens)
     results["forge-hub"] = run_forge_hub(fixture, files, work, args.trials, args.tokens, markers_file)
 
     # forge-hub's pick, measured again with forge-hub's own markers and 40 tokens
