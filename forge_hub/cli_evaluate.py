@@ -7,9 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-DEFAULT_EVAL_HARMFUL = "builtin:harmful"
-DEFAULT_EVAL_HARMLESS = "builtin:harmless"
-
 
 def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="refusals, over-refusals and KL of a model against its original",
@@ -17,11 +14,19 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
                        "divergence and answer cross-entropy against --reference; JSON + Markdown results.")
     p.add_argument("model", help="the model to evaluate (Hub id, folder or .gguf)")
     p.add_argument("--reference", help="the original model, for KL, cross-entropy and before/after columns")
-    p.add_argument("--harmful", default=DEFAULT_EVAL_HARMFUL,
-                   help="harmful prompts not used for the direction (file, folder, dataset or builtin:harmful)")
-    p.add_argument("--harmless", default=DEFAULT_EVAL_HARMLESS, help="harmless prompts (over-refusal, KL)")
+    from .prompt_dataset import DEFAULT_DATASET, SPLIT_NAMES, default_dataset
+
+    p.add_argument("--prompts-dataset", default=default_dataset(), metavar="ID_OR_DIR",
+                   help=f"prompt dataset for the sides not given by --harmful/--harmless (default: {DEFAULT_DATASET})")
+    p.add_argument("--split", default="test", choices=SPLIT_NAMES,
+                   help="dataset split (default: test, which compute and run never read)")
+    p.add_argument("--sources", help="comma-separated dataset sources to keep (default: all)")
+    p.add_argument("--harmful", help="harmful prompts not used for the direction, instead of the dataset's "
+                   "(file, folder, dataset name[:config][:split] or builtin:harmful)")
+    p.add_argument("--harmless", help="harmless prompts (over-refusal, KL), instead of the dataset's")
     p.add_argument("--column", help="prompt column in csv/json/parquet/dataset sources")
-    p.add_argument("--n-prompts", type=int, help="sample at most this many prompts per side")
+    p.add_argument("--n-prompts", type=int, help="sample at most this many prompts per side (default: all of a "
+                   "--harmful/--harmless source, 128 from the dataset)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-new-tokens", type=int, default=40, help="answer length (default 40)")
     p.add_argument("--batch-size", type=int, default=16)
@@ -52,13 +57,12 @@ def add_chat_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .cli import _load_prompt_lists
     from .evaluation import EvaluationSettings, evaluate_models
     from .modeling import load_model
-    from .prompts import load_prompts
     from .report import results_markdown
 
-    harmful = load_prompts(args.harmful, args.column, args.n_prompts, args.seed)
-    harmless = load_prompts(args.harmless, args.column, args.n_prompts, args.seed)
+    harmful, harmless = _load_prompt_lists(args)
     model, tokenizer, src = load_model(args.model, args.revision, args.dtype, args.device_map, None,
                                        args.trust_remote_code, args.chat_template)
     reference = None
@@ -70,7 +74,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     settings = EvaluationSettings(args.max_new_tokens, args.batch_size, args.system_prompt, args.samples, args.judge,
                                   args.judge_label)
     result = evaluate_models(model, tokenizer, harmful, harmless, reference, settings, src.id, reference_id,
-                             {"harmful": args.harmful, "harmless": args.harmless})
+                             {"harmful": args.harmful or f"{args.prompts_dataset} harmful/{args.split}",
+                              "harmless": args.harmless or f"{args.prompts_dataset} harmless/{args.split}"})
     markdown = results_markdown(result)
     print("\n" + markdown)
     if args.out:
