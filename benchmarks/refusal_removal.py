@@ -44,24 +44,20 @@ def main() -> int:
     subprocess.run(cmd, check=True)
     run_seconds = time.time() - start
 
-    from forge_hub.evaluation import compare_models
+    from forge_hub.evaluation import EvaluationSettings, evaluate_models
     from forge_hub.modeling import load_model
+    from forge_hub.report import results_markdown
 
-    reference, tokenizer, _ = load_model(str(fixture), dtype="fp32")
-    edited, _, _ = load_model(str(work / "abliterated"), dtype="fp32")
+    reference, tokenizer, _ = load_model(str(fixture))
+    edited, _, _ = load_model(str(work / "abliterated"))
     eval_harmful, eval_harmless = evaluation_prompts()
-    result = compare_models(reference, edited, tokenizer, eval_harmful, eval_harmless, args.tokens, batch_size=50)
+    result = evaluate_models(edited, tokenizer, eval_harmful, eval_harmless, reference,
+                             EvaluationSettings(max_new_tokens=args.tokens, batch_size=50), "forge-hub run (defaults)",
+                             "refusing-smollm2")
     result["run_seconds"] = round(run_seconds, 1)
-    result["settings"] = json.loads((work / "abliteration.json").read_text() if (work / "abliteration.json").exists()
-                                    else (work / "abliterated" / "abliteration.json").read_text())["settings"]
-    n, m = result["harmful_prompts"], result["harmless_prompts"]
-    print(f"\n| model | harmful refused | harmless refused | first-token KL | time |\n|---|---|---|---|---|")
-    print(f"| refusing-smollm2 | {result['reference']['refusals']}/{n} | {result['reference']['over_refusals']}/{m} | - | - |")
-    print(f"| forge-hub run (defaults) | {result['edited']['refusals']}/{n} | {result['edited']['over_refusals']}/{m} "
-          f"| {result['kl']:.3f} | {run_seconds:.0f} s |")
-    print("\nsample answers after abliteration:")
-    for s in result["edited"]["samples"]:
-        print(f"- {s['prompt'][:70]!r}\n  -> {s['answer'][:160]!r}")
+    result["apply_settings"] = json.loads((work / "abliterated" / "abliteration.json").read_text())["settings"]
+    print(f"\nforge-hub run took {run_seconds:.0f} s\n")
+    print(results_markdown(result))
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
     return 0
