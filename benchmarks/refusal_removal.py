@@ -19,7 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 from _shared import direction_prompts, evaluation_prompts, refusing_fixture, shared_available, write_lines
 
 
@@ -32,7 +31,6 @@ def main() -> int:
     if not shared_available():
         print("skipped: ../shared (fixture and prompt lists) is not here")
         return 0
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     fixture = refusing_fixture()
     work = Path(tempfile.mkdtemp(prefix="forge-hub-bench-"))
     harmful, harmless = direction_prompts()
