@@ -131,6 +131,8 @@ def _compute_args(p: argparse.ArgumentParser) -> None:
 
 
 def _search_args(p: argparse.ArgumentParser) -> None:
+    from .search import DEFAULT_PICK_MAX_KL
+
     g = p.add_argument_group("parameter search (--optimize)")
     g.add_argument("--optimize", action="store_true",
                    help="search layer, method, strengths and per-layer kernels for the fewest refusals at the least KL")
@@ -138,9 +140,9 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--study", help="SQLite file of the study; an existing one is resumed "
                    "(default: forge-hub-<model>.study.db here)")
     g.add_argument("--pick", type=int, metavar="TRIAL", help="use this trial instead of the default pick")
-    g.add_argument("--pick-kl-weight", type=float, default=1.0,
-                   help="default pick: lowest refusal rate + PICK_KL_WEIGHT * KL (default 1.0) ...")
-    g.add_argument("--pick-max-kl", type=float, default=1.0, help="... among trials with KL at most this (default 1.0)")
+    g.add_argument("--pick-max-kl", type=float, default=DEFAULT_PICK_MAX_KL,
+                   help=f"default pick: the fewest refusals among trials with KL at most this "
+                        f"(default {DEFAULT_PICK_MAX_KL:g})")
     g.add_argument("--eval-harmful", help="harmful prompts that score trials (default: the held-out prompts)")
     g.add_argument("--eval-harmless", help="harmless prompts that score trials (default: the held-out prompts)")
     g.add_argument("--search-tokens", type=int, default=24, help="answer length while searching (default 24)")
@@ -238,7 +240,6 @@ def _optimize(args: argparse.Namespace):
     storage = Path(args.study or f"forge-hub-{name}.study.db")
     search = SearchOptions(trials=args.trials, storage=storage, max_new_tokens=args.search_tokens,
                            batch_size=args.batch_size, seed=args.seed, pick_max_kl=args.pick_max_kl,
-                           pick_kl_weight=args.pick_kl_weight,
                            system_prompt=args.system_prompt)
     if markers:
         search.markers = tuple(m.lower() for m in markers)

@@ -118,7 +118,7 @@ def optimize(model: torch.nn.Module, tokenizer: object, source: ModelSource, har
         eval_harmful = eval_harmful or split_held_out(harmful, fraction, options.seed)[1]
         eval_harmless = eval_harmless or split_held_out(harmless, fraction, options.seed)[1]
     study = run_search(model, tokenizer, artifact, eval_harmful, eval_harmless, search, progress)
-    chosen = pick_trial(study, len(eval_harmful), search.pick_kl_weight, search.pick_max_kl, pick)
+    chosen, rule = pick_trial(study, len(eval_harmful), search.pick_max_kl, pick)
     method, settings = trial_choice(chosen)
     result = artifact.with_method(method)
     result.metadata["apply_settings"] = settings.to_dict()
@@ -128,8 +128,7 @@ def optimize(model: torch.nn.Module, tokenizer: object, source: ModelSource, har
             "harmful": {"count": len(eval_harmful), "hash": prompts_hash(eval_harmful)},
             "harmless": {"count": len(eval_harmless), "hash": prompts_hash(eval_harmless)}},
         "max_new_tokens": search.max_new_tokens, "trials": len(finished_trials(study)),
-        "pick": "given" if pick is not None else (f"lowest refusal rate + {search.pick_kl_weight:g} x KL, "
-                                                  f"KL <= {search.pick_max_kl:g}"),
+        "pick": rule,
     }
     return result, study, chosen
 

@@ -33,6 +33,7 @@ from .refusals import REFUSAL_MARKERS, is_refusal
 
 OBJECTIVES = ("refusals", "kl")
 SEARCH_METHODS = ("projected", "mean_diff")
+DEFAULT_PICK_MAX_KL = 0.2
 
 
 @dataclass
@@ -44,8 +45,7 @@ class SearchOptions:
     batch_size: int = 32
     seed: int = 0
     methods: tuple[str, ...] = SEARCH_METHODS
-    pick_kl_weight: float = 1.0  # default pick: lowest refusal rate + pick_kl_weight * KL ...
-    pick_max_kl: float = 1.0  # ... among trials with KL at most this
+    pick_max_kl: float = DEFAULT_PICK_MAX_KL  # default pick: fewest refusals among trials with KL at most this
     system_prompt: str | None = None
     markers: tuple[str, ...] = REFUSAL_MARKERS
 
@@ -184,11 +184,14 @@ def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return sorted(study.best_trials, key=lambda t: (t.values[0], t.values[1]))
 
 
-def pick_trial(study: optuna.Study, total: int, kl_weight: float = 1.0, max_kl: float = 1.0,
-               number: int | None = None) -> optuna.trial.FrozenTrial:
-    """Trial ``number`` when given; else the lowest ``refusals / total + kl_weight * KL`` among
-    trials with KL <= ``max_kl`` (the same trade the layer choice makes: one refusal in a hundred
-    weighs as much as 0.01 of KL); when no trial is that close to the original, the lowest KL."""
+def pick_trial(study: optuna.Study, total: int, max_kl: float = DEFAULT_PICK_MAX_KL,
+               number: int | None = None) -> tuple[optuna.trial.FrozenTrial, str]:
+    """Trial ``number`` when given; else the fewest refusals among trials with KL <= ``max_kl``,
+    the lower KL breaking ties. A bound rather than a weighted sum because users ask "how many
+    refusals are left at acceptable damage": a weighted sum trades a refusal for a fixed amount of
+    KL and, on the fixture, picks a trial that refuses three times as often to save 0.04 of KL.
+    When no trial is within the bound, the lowest ``refusals / total + KL`` (one refusal in a
+    hundred weighs as much as 0.01 of KL). Returns the trial and the rule that chose it."""
     trials = finished_trials(study)
     if not trials:
         raise ValueError("the study has no finished trials")
@@ -197,11 +200,12 @@ def pick_trial(study: optuna.Study, total: int, kl_weight: float = 1.0, max_kl: 
         if not chosen:
             raise ValueError(f"trial {number} is not a finished trial of this study "
                              f"(finished: {', '.join(str(t.number) for t in trials)})")
-        return chosen[0]
+        return chosen[0], "given"
     within = [t for t in trials if t.values[1] <= max_kl]
     if within:
-        return min(within, key=lambda t: (t.values[0] / total + kl_weight * t.values[1], t.values[1]))
-    return min(trials, key=lambda t: t.values[1])
+        return min(within, key=lambda t: (t.values[0], t.values[1])), f"fewest refusals with KL <= {max_kl:g}"
+    return (min(trials, key=lambda t: (t.values[0] / total + t.values[1], t.values[1])),
+            f"no trial with KL <= {max_kl:g}: lowest refusal rate + KL")
 
 
 def trial_choice(trial: optuna.trial.FrozenTrial) -> tuple[str, AblationSettings]:
