@@ -149,16 +149,24 @@ def _store_scores(artifact: RefusalDirections, scores: LayerScores) -> None:
 
 def apply(source: str, artifact: RefusalDirections, out: str | Path, settings: AblationSettings | None = None,
           revision: str | None = None, overwrite: bool = False, dtype: str = "auto", trust_remote_code: bool = False,
-          progress: bool = True) -> ApplyReport:
+          progress: bool = True, gguf_output: str = "gguf") -> ApplyReport:
     """Write an abliterated copy of ``source`` (folder, Hub id or GGUF file) to ``out``.
 
-    Checkpoint folders and Hub ids are streamed shard by shard; a GGUF file is dequantized,
-    edited in memory and saved as safetensors.
+    Checkpoint folders and Hub ids are streamed shard by shard. A GGUF file stays GGUF
+    (``out/<same name>.gguf``, only the residual writers requantized, see
+    :mod:`forge_hub.gguf_edit`); ``gguf_output="safetensors"`` instead dequantizes it through
+    transformers (``dtype``), edits it in memory and saves safetensors.
     """
     settings = settings or AblationSettings.from_dict(artifact.metadata.get("apply_settings", {}))
     src = resolve_source(source, revision)
     if src.kind == "gguf":
-        return _apply_in_memory(src, artifact, out, settings, overwrite, dtype, trust_remote_code)
+        if gguf_output == "safetensors":
+            return _apply_in_memory(src, artifact, out, settings, overwrite, dtype, trust_remote_code)
+        if gguf_output != "gguf":
+            raise ValueError(f"unknown gguf_output {gguf_output!r}: use 'gguf' or 'safetensors'")
+        from .gguf_edit import apply_to_gguf
+
+        return apply_to_gguf(src.id, out, artifact, settings, overwrite, progress)
     folder = Path(src.id) if src.kind == "folder" else _download_checkpoint(src)
     return apply_to_checkpoint(folder, out, artifact, settings, overwrite, progress)
 
