@@ -46,3 +46,40 @@ def _cell(text: str, max_chars: int) -> str:
     if len(text) > max_chars:
         text = text[: max_chars - 1] + "…"
     return text.replace("|", "\\|") or "(empty)"
+
+
+def comparison_rows(result: dict) -> tuple[list[str], list[list[object]]]:
+    """The before/after numbers as table rows (metric, original, abliterated), for a UI table.
+
+    Counts are shown as "k/n" beside their rate so neither has to be worked out.
+    """
+    r = result["results"]
+    n_harm, n_safe = result["prompts"]["harmful"]["count"], result["prompts"]["harmless"]["count"]
+    columns = [label for label in ("reference", "model") if label in r]
+    headers = ["metric"] + [f"{'original' if c == 'reference' else 'abliterated'}" for c in columns]
+    rows: list[list[object]] = [
+        ["harmful refused"] + [f"{r[c]['refusals']}/{n_harm} ({r[c]['refusal_rate']:.0%})" for c in columns],
+        ["harmless refused (over-refusal)"]
+        + [f"{r[c]['over_refusals']}/{n_safe} ({r[c]['over_refusal_rate']:.0%})" for c in columns],
+    ]
+    if "kl_divergence" in r:
+        rows.append(["first-token KL vs original"] + [0.0 if c == "reference" else round(r["kl_divergence"], 4)
+                                                      for c in columns])
+    if "cross_entropy" in r:
+        rows.append(["answer cross-entropy"] + [round(r["cross_entropy"][c], 4) for c in columns])
+    return headers, rows
+
+
+def sample_rows(result: dict, max_chars: int = 400) -> tuple[list[str], list[list[str]]]:
+    """Sample answers side by side: prompt, the original's answer, the abliterated one's."""
+    samples = result.get("samples") or []
+    has_ref = bool(samples) and "reference" in samples[0]
+    headers = ["prompt"] + (["original"] if has_ref else []) + ["abliterated"]
+    rows = [[_clip(s["prompt"], max_chars)] + ([_clip(s["reference"], max_chars)] if has_ref else [])
+            + [_clip(s["model"], max_chars)] for s in samples]
+    return headers, rows
+
+
+def _clip(text: str, max_chars: int) -> str:
+    text = " ".join(text.split()) or "(empty)"
+    return text if len(text) <= max_chars else text[: max_chars - 1] + "…"

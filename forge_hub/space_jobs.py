@@ -1,0 +1,168 @@
+"""The GPU-bound steps of the Space as small picklable jobs: compute, evaluate, one chat turn.
+
+On ZeroGPU a ``@spaces.GPU`` function runs in a separate worker process that gets a GPU for the
+duration of one call; its arguments and its result travel between processes by pickle. So each
+job is a dataclass of plain values (paths, prompt lists, settings) whose ``run()`` loads what it
+needs, writes its output to the session folder and returns plain values on the CPU. Its
+``seconds`` field is the GPU time to ask for, estimated beforehand from the model's size
+(:mod:`forge_hub.space_support`). The app needs a single decorated entry point::
+
+    @spaces.GPU(duration=lambda job: job.seconds)
+    def on_gpu(job):
+        return job.run()
+
+Outside a Space the decorator does nothing and the jobs run in the app's own process, on CUDA
+when there is one and on the CPU otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .evaluation import EvaluationSettings, evaluate_models
+from .modeling import ModelSource, load_model
+from .pipeline import ComputeOptions, compute
+from .staging import staged_output
+
+
+def device_map() -> str | None:
+    """Load straight onto the GPU when there is one (no CPU copy first); CPU otherwise."""
+    return "cuda" if torch.cuda.is_available() else None
+
+
+class LoadedModels:
+    """A few loaded (model, tokenizer) pairs, so chat turns after an evaluation do not reload.
+
+    Small on purpose: two entries hold one session's original and abliterated model. On
+    ZeroGPU each task runs in a fresh worker, so there it only saves the second load inside one
+    task; locally it saves every reload.
+    """
+
+    def __init__(self, capacity: int = 2) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[tuple, tuple[torch.nn.Module, object]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: str | Path) -> tuple[torch.nn.Module, object]:
+        stat = Path(path).stat()  # a re-applied model is a new folder at the same path
+        key = (str(path), stat.st_ino, stat.st_mtime_ns, device_map())
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            model, tokenizer, _ = load_model(str(path), device_map=device_map())
+            self._items[key] = (model, tokenizer)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+            return model, tokenizer
+
+    def drop(self, prefix: str | Path) -> None:
+        """Forget models loaded from under ``prefix`` (a session folder being removed)."""
+        prefix = str(prefix)
+        with self._lock:
+            for key in [k for k in self._items if k[0].startswith(prefix)]:
+                del self._items[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+loaded_models = LoadedModels()
+
+
+@dataclass
+class ComputeJob:
+    """Directions and the measured layer choice, saved as an artifact folder at ``out``."""
+
+    model_path: str  # local folder or .gguf file (already downloaded)
+    source: ModelSource  # what the artifact names as its model (the Hub id, not the cache path)
+    harmful: list[str]
+    harmless: list[str]
+    out: str
+    options: ComputeOptions = field(default_factory=ComputeOptions)
+    seconds: int = 60
+
+    def run(self) -> dict[str, Any]:
+        model, tokenizer, _ = load_model(self.model_path, device_map=device_map())
+        try:
+            artifact = compute(model, tokenizer, self.source, self.harmful, self.harmless, self.options)
+        finally:
+            del model
+            _free_gpu()
+        with staged_output(self.out, overwrite=True) as tmp:
+            artifact.save(tmp)
+        return artifact.metadata
+
+
+@dataclass
+class EvaluateJob:
+    """Before/after evaluation; the results JSON is written to ``out`` and returned."""
+
+    original: str
+    abliterated: str
+    harmful: list[str]
+    harmless: list[str]
+    out: str
+    settings: EvaluationSettings = field(default_factory=EvaluationSettings)
+    model_name: str = "abliterated"
+    reference_name: str = "original"
+    prompt_sources: dict[str, str] = field(default_factory=dict)
+    seconds: int = 60
+
+    def run(self) -> dict[str, Any]:
+        reference, tokenizer = loaded_models.get(self.original)
+        model, _ = loaded_models.get(self.abliterated)
+        result = evaluate_models(model, tokenizer, self.harmful, self.harmless, reference, self.settings,
+                                 self.model_name, self.reference_name, self.prompt_sources)
+        Path(self.out).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        return result
+
+
+@dataclass
+class ChatJob:
+    """One turn: the same conversation so far, answered by each model (greedy, so repeatable)."""
+
+    original: str
+    abliterated: str
+    original_messages: list[dict[str, str]]
+    abliterated_messages: list[dict[str, str]]
+    max_new_tokens: int = 128
+    seconds: int = 60
+
+    def run(self) -> tuple[str, str]:
+        answers = []
+        for path, messages in ((self.original, self.original_messages),
+                               (self.abliterated, self.abliterated_messages)):
+            model, tokenizer = loaded_models.get(path)
+            answers.append(chat_answer(model, tokenizer, messages, self.max_new_tokens))
+        return answers[0], answers[1]
+
+
+@torch.inference_mode()
+def chat_answer(model: torch.nn.Module, tokenizer: object, messages: list[dict[str, str]],
+                max_new_tokens: int = 128) -> str:
+    """The model's greedy answer to a conversation, through its own chat template."""
+    from .chat import input_device
+    from .errors import ModelLoadError
+
+    if not getattr(tokenizer, "chat_template", None):
+        raise ModelLoadError("the tokenizer has no chat template", "use an instruction-tuned (chat) model")
+    batch = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                          return_dict=True)
+    batch = {k: v.to(input_device(model)) for k, v in batch.items()}
+    out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
+                         top_k=None, pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+def _free_gpu() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

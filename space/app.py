@@ -1,0 +1,368 @@
+"""forge-hub as a Gradio app: compute a refusal direction, apply it, evaluate, chat, publish.
+
+Thin on purpose: every step is a forge_hub function (the same ones the CLI calls); this file
+only lays out widgets, turns forge-hub errors into messages on the page, and sends the GPU-bound
+steps through one ``@spaces.GPU`` entry point. Run it on your own machine with
+``python space/app.py`` (CPU or CUDA; ZeroGPU's decorator then does nothing, and local model
+folders are accepted too).
+
+Each browser session works in its own folder (forge_hub.workspace), removed when the tab
+closes. A visitor's Hugging Face token reaches only the push handler, as a ``gr.OAuthToken``
+argument, and goes straight to the Hub: it is never stored, logged or shown.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+import spaces  # ZeroGPU: imported before forge_hub (torch) initialises anything CUDA
+
+from forge_hub import layer_plot, report, space_support
+from forge_hub.errors import ForgeHubError
+from forge_hub.space_jobs import ChatJob, ComputeJob, EvaluateJob, loaded_models
+from forge_hub.workspace import SessionFolders
+
+TITLE = "forge-hub: remove refusals from a chat model"
+GPU_CONCURRENCY = int(os.environ.get("FORGE_HUB_SPACE_GPU_CONCURRENCY", "1"))
+EXAMPLE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+folders = SessionFolders()
+
+
+@spaces.GPU(duration=lambda job: job.seconds)
+def on_gpu(job):
+    """The only function that holds a GPU; the job says what to do and how long it needs."""
+    return job.run()
+
+
+def shows_errors(fn):
+    """forge-hub's own errors become a message on the page: the problem, then the fix."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ForgeHubError as exc:
+            fix = f"<br><b>Fix:</b> {exc.hint}" if exc.hint else ""
+            raise gr.Error(f"{exc.message}{fix}", title="Could not do that", print_exception=False) from exc
+        except ValueError as exc:  # the library's checks of settings speak to the user too
+            raise gr.Error(str(exc), title="Could not do that", print_exception=False) from exc
+
+    return wrapper
+
+
+def _session(request: gr.Request):
+    return folders.open(request.session_hash)
+
+
+def _needs(step: str, path: Path) -> None:
+    if not path.exists():
+        raise gr.Error(f"Run “{step}” first.", title="One step is missing", print_exception=False)
+
+
+def _layer(text: str | float | None) -> float | None:
+    """The layer field: empty means measure it; a number fixes it (a fraction < 1 of the depth)."""
+    if text is None or not str(text).strip():
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise gr.Error(f"Layer {text!r} is not a number. Leave it empty to measure the best layer, or give an "
+                       "index such as 12 (or a fraction of the depth such as 0.6).", print_exception=False) from None
+    if value < 0:
+        raise gr.Error("The layer cannot be negative.", print_exception=False)
+    return value
+
+
+def _prompt_lists(dataset: str, sources: list[str] | None, split: str, n: int) -> tuple[list[str], list[str]]:
+    from forge_hub.prompt_dataset import load_side
+
+    dataset = space_support.check_dataset(dataset, allow_local=not space_support.on_space())
+    return tuple(load_side(side, dataset, split, int(n), 0, sources or None) for side in ("harmful", "harmless"))
+
+
+@shows_errors
+def compute_step(model_id: str, revision: str, dataset: str, sources: list[str], n_prompts: float, method: str,
+                 layer: str | None, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
+    from forge_hub.directions import RefusalDirections
+    from forge_hub.pipeline import ComputeOptions
+
+    fixed_layer = _layer(layer)
+    progress(0, desc="checking the model")
+    info = space_support.check_model(model_id, revision, allow_local=not space_support.on_space())
+    space_support.check_fits(info, copies=2)  # evaluation and chat hold both models: refuse now, not later
+    progress(0.02, desc="reading the prompts")
+    harmful, harmless = _prompt_lists(dataset, sources, "train", n_prompts)
+    progress(0.05, desc="downloading the model")
+    local = space_support.local_copy(info)
+    ws = _session(request)
+    ws.reset()
+    seconds = space_support.compute_seconds(info, len(harmful), space_support.num_layers(local))
+    options = ComputeOptions(method=method, layer=fixed_layer)
+    progress(0.1, desc=f"computing directions (up to {seconds}s of GPU)")
+    on_gpu(ComputeJob(str(local), info.source, harmful, harmless, str(ws.directions), options, seconds))
+    ws.save_state(model=info.to_dict(), local_path=str(local), dataset=dataset, sources=sources or [])
+    artifact = RefusalDirections.load(ws.directions)
+    meta = artifact.metadata
+    rows = layer_plot.layer_rows(artifact)
+    prompts = meta["prompts"]
+    summary = (f"**{info.label}**: {meta['num_layers']} layers, {info.size_label}. "
+               f"Directions ({meta['method']}) from {prompts['harmful']['count']} harmful and "
+               f"{prompts['harmless']['count']} harmless prompts; {prompts['held_out_harmful']['count']} + "
+               f"{prompts['held_out_harmless']['count']} held out to score layers. "
+               f"**Chosen layer: {artifact.selected_layer:g}** ({meta['selection']['how']}).")
+    if any(r["chosen"] and r["separation"] == 0 for r in rows):
+        gr.Warning(f"Layer {artifact.selected_layer:g} does not separate harmful from harmless prompts at all, so "
+                   "its direction is zero and applying it changes nothing. Leave the layer empty to measure one.")
+    table = pd.DataFrame(rows, columns=list(layer_plot.COLUMNS)).round(4)
+    files = [str(ws.directions / "refusal.safetensors"), str(ws.directions / "refusal.json")]
+    figure = layer_plot.layer_figure(artifact, title=f"{info.label}: harmful vs harmless, per layer")
+    return summary, figure, table, files
+
+
+@shows_errors
+def apply_step(request: gr.Request, progress=gr.Progress(track_tqdm=True)):
+    from forge_hub.directions import RefusalDirections
+    from forge_hub.pipeline import apply
+
+    ws = _session(request)
+    _needs("1. Compute directions", ws.directions / "refusal.safetensors")
+    progress(0, desc="writing the abliterated model")
+    artifact = RefusalDirections.load(ws.directions)
+    # a GGUF source becomes a safetensors folder here: evaluation, chat and the push read that
+    result = apply(ws.state()["local_path"], artifact, ws.model, overwrite=True, gguf_output="safetensors")
+    ws.results.unlink(missing_ok=True)  # an earlier evaluation was of an earlier edit
+    layers = result.edited_layers
+    span = f"layers {layers[0]}–{layers[-1]}" if layers else "no layers"
+    return (f"Edited **{result.edited_tensors} tensors** in {span} with the direction of layer "
+            f"{artifact.selected_layer:g}; wrote {result.bytes_written / 1e6:,.1f} MB in "
+            f"{result.shards} shard(s).")
+
+
+@shows_errors
+def evaluate_step(n_prompts: float, max_new_tokens: float, request: gr.Request,
+                  progress=gr.Progress(track_tqdm=True)):
+    from forge_hub.evaluation import EvaluationSettings
+
+    ws = _session(request)
+    _needs("2. Apply", ws.model)
+    state = ws.state()
+    info = space_support.ModelInfo.from_dict(state["model"])
+    progress(0, desc="reading the test prompts")
+    harmful, harmless = _prompt_lists(state["dataset"], state["sources"], "test", n_prompts)
+    settings = EvaluationSettings(max_new_tokens=int(max_new_tokens), samples=5)
+    seconds = space_support.evaluate_seconds(info, len(harmful) + len(harmless), settings.max_new_tokens)
+    dataset = state["dataset"] or "default prompt dataset"
+    job = EvaluateJob(state["local_path"], str(ws.model), harmful, harmless, str(ws.results), settings,
+                      model_name=f"{info.label} (abliterated)", reference_name=info.label,
+                      prompt_sources={"harmful": f"{dataset} harmful/test", "harmless": f"{dataset} harmless/test"},
+                      seconds=seconds)
+    progress(0.05, desc=f"answering {len(harmful) + len(harmless)} prompts with both models (up to {seconds}s of GPU)")
+    result = on_gpu(job)
+    markdown = ws.path / "results.md"
+    markdown.write_text(report.results_markdown(result), encoding="utf-8")
+    headers, rows = report.comparison_rows(result)
+    sample_headers, samples = report.sample_rows(result)
+    r = result["results"]
+    summary = (f"Harmful prompts refused: **{r['reference']['refusals']} → {r['model']['refusals']}** of "
+               f"{len(harmful)}; harmless refused: {r['reference']['over_refusals']} → {r['model']['over_refusals']} "
+               f"of {len(harmless)}; first-token KL {r['kl_divergence']:.4f}.")
+    return (summary, pd.DataFrame(rows, columns=headers), pd.DataFrame(samples, columns=sample_headers),
+            [str(ws.results), str(markdown)])
+
+
+def _as_messages(history: list[dict]) -> list[dict[str, str]]:
+    """Gradio's chat history (content as a list of parts) as plain chat-template messages."""
+    messages = []
+    for message in history or []:
+        content = message["content"]
+        if isinstance(content, list):
+            content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+        messages.append({"role": message["role"], "content": content})
+    return messages
+
+
+@shows_errors
+def chat_step(message: str, original: list[dict], abliterated: list[dict], max_new_tokens: float,
+              request: gr.Request):
+    ws = _session(request)
+    _needs("2. Apply", ws.model)
+    message = (message or "").strip()
+    if not message:
+        raise gr.Error("Type a message first.", print_exception=False)
+    state = ws.state()
+    info = space_support.ModelInfo.from_dict(state["model"])
+    turn = {"role": "user", "content": message}
+    before, after = _as_messages(original) + [turn], _as_messages(abliterated) + [turn]
+    job = ChatJob(state["local_path"], str(ws.model), before, after, int(max_new_tokens),
+                  space_support.chat_seconds(info, int(max_new_tokens)))
+    answer_before, answer_after = on_gpu(job)
+    return (before + [{"role": "assistant", "content": answer_before}],
+            after + [{"role": "assistant", "content": answer_after}], "")
+
+
+@shows_errors
+def push_step(repo_name: str, private: bool, overwrite: bool, gguf_types: list[str], profile: gr.OAuthProfile | None,
+              oauth_token: gr.OAuthToken | None, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
+    token = _push_token(oauth_token)
+    ws = _session(request)
+    _needs("2. Apply", ws.model)
+    info = space_support.ModelInfo.from_dict(ws.state()["model"])
+    progress(0, desc="checking your login")
+    user, orgs = space_support.namespaces(token)
+    repo_id = space_support.target_repo(repo_name, profile.username if profile else user, orgs,
+                                        default=space_support.default_repo_name(info))
+    space_support.check_new_repo(repo_id, token, update=bool(overwrite))
+    gguf_files = []
+    if gguf_types:
+        from forge_hub.gguf_export import export_gguf
+
+        progress(0.1, desc=f"writing GGUF files ({', '.join(gguf_types)})")
+        gguf_files = export_gguf(ws.model, ws.gguf, list(gguf_types), name=repo_id.split("/")[-1], overwrite=True)
+    from forge_hub.hub import push_model
+
+    progress(0.3, desc=f"uploading to {repo_id}")
+    result = push_model(ws.model, repo_id, token=token, private=bool(private), exist_ok=bool(overwrite),
+                        gguf_files=gguf_files, results=ws.results if ws.results.exists() else None)
+    return _push_summary(result, repo_id)
+
+
+def _push_token(oauth_token: gr.OAuthToken | None) -> str:
+    """The visitor's own token from the login button. Run locally (no login button: Gradio can
+    only mock it), the machine's own login is the user's, so `hf auth login` / HF_TOKEN serve."""
+    if oauth_token is not None:
+        return oauth_token.token
+    if not space_support.on_space():
+        from huggingface_hub import get_token
+
+        token = get_token()
+        if token:
+            return token
+        raise gr.Error("No Hugging Face login on this machine. Run `hf auth login` (or set HF_TOKEN to a write "
+                       "token) and restart the app.", title="Not logged in", print_exception=False)
+    raise gr.Error("Log in with Hugging Face first (the button above), then push again.",
+                   title="Not logged in", print_exception=False)
+
+
+def _push_summary(result, repo_id: str) -> str:
+    """Links to what was created, the files sent, and anything the user should know."""
+    lines = [f"Pushed to **[{repo_id}]({result.repo_url})** ([commit]({result.commit_url}))"]
+    if result.gguf_repo_url:
+        lines.append(f"GGUF files in **[{result.gguf_repo_id}]({result.gguf_repo_url})**")
+    files = [*result.files, *result.gguf_files]
+    lines.append(f"{len(files)} files: " + ", ".join(f"`{f.path}`" for f in files))
+    lines += [f"Note: {note}" for note in result.notes]
+    return "\n\n".join(lines)
+
+
+def end_session(request: gr.Request) -> None:
+    """The tab closed: drop the session's models and delete its folder."""
+    loaded_models.drop(folders.path_for(request.session_hash))
+    folders.remove(request.session_hash)
+
+
+def _source_choices() -> list[str]:
+    from datasets_builders.forge_prompts import SOURCES
+
+    return sorted({s.family for s in SOURCES} | {s.name for s in SOURCES})
+
+
+def _gguf_choices() -> list[str]:
+    """forge-hub writes the numpy types itself; k-quants only where llama.cpp's quantizer is installed."""
+    try:
+        from forge_hub.gguf_llama_cpp import find_quantizer
+        from forge_hub.gguf_quant import LLAMA_CPP_TYPES, NUMPY_TYPES
+    except ImportError:
+        return []
+    return list(NUMPY_TYPES) + (list(LLAMA_CPP_TYPES) if find_quantizer() is not None else [])
+
+
+def build_app() -> gr.Blocks:
+    from forge_hub.prompt_dataset import default_dataset
+
+    local = not space_support.on_space()
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
+        gr.Markdown(f"# {TITLE}\n"
+                    "Abliteration finds the direction in a model's residual stream that separates harmful from "
+                    "harmless requests and removes it from the weights, so the model stops refusing. It adds no "
+                    "knowledge and also removes refusals of genuinely harmful requests: publish results with a "
+                    "clear card and follow the base model's licence.")
+        gr.Markdown("## 1. Model and prompts")
+        with gr.Row():
+            model_id = gr.Textbox(label="Model" + (" (Hub id or local folder)" if local else " (Hub id)"),
+                                  placeholder=EXAMPLE_MODEL, value=EXAMPLE_MODEL, elem_id="model-id", scale=3)
+            revision = gr.Textbox(label="Revision (optional)", placeholder="main", scale=1)
+        with gr.Row():
+            dataset = gr.Textbox(label="Prompt dataset" + (" (Hub id or built folder)" if local else " (Hub id)"),
+                                 value=default_dataset(),
+                                 elem_id="prompt-dataset", scale=3)
+            sources = gr.Dropdown(_source_choices(), multiselect=True, label="Sources (empty: all)", scale=2)
+        with gr.Row():
+            n_prompts = gr.Slider(8, 512, value=64, step=4, label="Prompts per side", elem_id="n-prompts")
+            method = gr.Radio(["projected", "mean_diff"], value="projected", label="Direction method")
+            layer = gr.Textbox(label="Layer (empty: measured)", placeholder="measured", elem_id="layer")
+        compute_btn = gr.Button("1. Compute directions", variant="primary", elem_id="compute")
+        compute_md = gr.Markdown(elem_id="compute-summary")
+        plot = gr.Plot(label="Per-layer separation and scores", elem_id="layer-plot")
+        layer_table = gr.Dataframe(label="Layers", interactive=False, elem_id="layer-table")
+        direction_files = gr.File(label="Direction artifact", file_count="multiple", interactive=False)
+
+        gr.Markdown("## 2. Apply")
+        apply_btn = gr.Button("2. Apply", variant="primary", elem_id="apply")
+        apply_md = gr.Markdown(elem_id="apply-summary")
+
+        gr.Markdown("## 3. Evaluate before / after (prompts from the test split)")
+        with gr.Row():
+            eval_prompts = gr.Slider(4, 256, value=32, step=4, label="Prompts per side", elem_id="eval-prompts")
+            eval_tokens = gr.Slider(8, 128, value=40, step=8, label="New tokens per answer", elem_id="eval-tokens")
+        evaluate_btn = gr.Button("3. Evaluate", variant="primary", elem_id="evaluate")
+        evaluate_md = gr.Markdown(elem_id="evaluate-summary")
+        metrics = gr.Dataframe(label="Before / after", interactive=False, elem_id="metrics")
+        samples = gr.Dataframe(label="Sample answers to harmful prompts", interactive=False, wrap=True,
+                               elem_id="samples")
+        results_files = gr.File(label="Results", file_count="multiple", interactive=False)
+
+        gr.Markdown("## 4. Chat with both")
+        with gr.Row():
+            chat_before = gr.Chatbot(label="Original", elem_id="chat-original")
+            chat_after = gr.Chatbot(label="Abliterated", elem_id="chat-abliterated")
+        with gr.Row():
+            message = gr.Textbox(label="Message", scale=4, elem_id="chat-message")
+            chat_tokens = gr.Slider(16, 512, value=128, step=16, label="Max new tokens", scale=1)
+        send_btn = gr.Button("Send", elem_id="send")
+
+        gr.Markdown("## 5. Publish to your namespace")
+        if local:
+            gr.Markdown("Running locally: pushes use this machine's Hugging Face login (`hf auth login` or "
+                        "`HF_TOKEN`).")
+        else:
+            gr.LoginButton()
+        with gr.Row():
+            repo_name = gr.Textbox(label="Repository name (or org/name)", placeholder="model-abliterated")
+            private = gr.Checkbox(label="Private", value=False)
+            overwrite = gr.Checkbox(label="Update the repo if it exists", value=False)
+            gguf_types = gr.CheckboxGroup(_gguf_choices(), label="GGUF variants (optional)")
+        push_btn = gr.Button("5. Push to the Hub", variant="primary", elem_id="push")
+        push_md = gr.Markdown(elem_id="push-summary")
+
+        gpu = dict(concurrency_id="gpu", concurrency_limit=GPU_CONCURRENCY)
+        compute_btn.click(compute_step, [model_id, revision, dataset, sources, n_prompts, method, layer],
+                          [compute_md, plot, layer_table, direction_files], api_name="compute", **gpu)
+        apply_btn.click(apply_step, None, apply_md, api_name="apply", concurrency_limit=2)
+        evaluate_btn.click(evaluate_step, [eval_prompts, eval_tokens],
+                           [evaluate_md, metrics, samples, results_files], api_name="evaluate", **gpu)
+        chat_args = dict(fn=chat_step, inputs=[message, chat_before, chat_after, chat_tokens],
+                         outputs=[chat_before, chat_after, message], **gpu)
+        send_btn.click(api_name="chat", **chat_args)
+        message.submit(api_visibility="private", **chat_args)
+        push_btn.click(push_step, [repo_name, private, overwrite, gguf_types], push_md, api_name="push",
+                       concurrency_limit=2)
+        demo.unload(end_session)
+    demo.queue(max_size=32, default_concurrency_limit=2)
+    return demo
+
+
+if __name__ == "__main__":
+    build_app().launch(show_error=True)
