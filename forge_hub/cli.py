@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--directions", required=True, help="folder written by `forge-hub compute`")
     apply.add_argument("--out", required=True, help="output folder (written atomically)")
     apply.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    apply.add_argument("--dtype", default="auto", help="dtype for GGUF sources: auto, bf16, fp16, fp32")
+    apply.add_argument("--dtype", default="auto", help="dtype for --to-safetensors: auto, bf16, fp16, fp32")
+    apply.add_argument("--to-safetensors", action="store_true",
+                       help="write a GGUF source as a safetensors folder instead of an edited .gguf")
     apply.add_argument("--trust-remote-code", action="store_true", help="allow the model repo's own code")
     apply.add_argument("--allow-other-model", action="store_true",
                        help="apply a direction computed on a different model of the same shape")
@@ -76,8 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     _compute_args(run)
     _settings_args(run)
     run.add_argument("--out", required=True, help="output folder for the abliterated model")
+    run.add_argument("--to-safetensors", action="store_true",
+                     help="write a GGUF source as a safetensors folder instead of an edited .gguf")
     run.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     _search_args(run)
+    from .cli_push import add_push_parser, add_run_push_args
+
+    add_run_push_args(run)
     run.set_defaults(handler=_cmd_run)
 
     from .cli_evaluate import add_chat_parser, add_evaluate_parser
@@ -85,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_parser(sub)
     add_chat_parser(sub)
     add_datasets_parser(sub)
+    add_push_parser(sub)
+    from .cli_gguf import add_gguf_parser
+
+    add_gguf_parser(sub)
     return parser
 
 
@@ -208,7 +219,7 @@ def _compute_artifact(args: argparse.Namespace):
     harmful, harmless = _load_prompt_lists(args)  # before the model: a bad list fails fast
     model, tokenizer, src = load_model(args.model, args.revision, args.dtype, args.device_map, args.load_in,
                                        args.trust_remote_code, args.chat_template)
-    return compute(model, tokenizer, src, harmful, harmless, _compute_options(args))
+    return _with_prompt_sources(compute(model, tokenizer, src, harmful, harmless, _compute_options(args)), args)
 
 
 def _compute_options(args: argparse.Namespace):
@@ -221,6 +232,14 @@ def _compute_options(args: argparse.Namespace):
         layer=args.layer, max_kl=args.max_kl, kl_weight=args.kl_weight, seed=args.seed,
         settings=_settings_from(args, AblationSettings()),
     )
+
+
+def _with_prompt_sources(artifact, args: argparse.Namespace):
+    """Record where each side's prompts came from (the model card names the datasets)."""
+    for side, given in (("harmful", args.harmful), ("harmless", args.harmless)):
+        source = given or f"{args.prompts_dataset} {side}/{args.split}"
+        artifact.metadata.setdefault("prompts", {}).setdefault(side, {})["source"] = source
+    return artifact
 
 
 def _optimize(args: argparse.Namespace):
@@ -245,6 +264,7 @@ def _optimize(args: argparse.Namespace):
         search.markers = tuple(m.lower() for m in markers)
     artifact, study, chosen = optimize(model, tokenizer, src, harmful, harmless, _compute_options(args), search,
                                        eval_harmful, eval_harmless, args.pick)
+    _with_prompt_sources(artifact, args)
     total = artifact.metadata["search"]["eval_prompts"]["harmful"]["count"]
     print("\nPareto front (refusals on the harmful evaluation prompts, first-token KL on the harmless ones):")
     print(front_table(study, chosen, total))
@@ -282,23 +302,25 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         print(f"warning: the direction was computed on {computed_on}, not {target}; sizes match, so it is "
               "applied (pass --allow-other-model to silence this)", file=sys.stderr)
     report = apply(args.model, artifact, args.out, settings, args.revision, args.overwrite, args.dtype,
-                   args.trust_remote_code)
+                   args.trust_remote_code, gguf_output="safetensors" if args.to_safetensors else "gguf")
     _print_apply_summary(report, settings, time.time() - start)
     return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from .cli_push import check_run_push, push_after_run
     from .pipeline import apply
 
+    check_run_push(args)  # a bad repo name or a missing token fails now, not after the run
     start = time.time()
     artifact = _optimize(args) if args.optimize else _compute_artifact(args)
     if not args.optimize:
         _print_compute_summary(artifact)
     settings = AblationSettings.from_dict(artifact.metadata["apply_settings"])
     report = apply(args.model, artifact, args.out, settings, args.revision, args.overwrite, args.dtype,
-                   args.trust_remote_code)
+                   args.trust_remote_code, gguf_output="safetensors" if args.to_safetensors else "gguf")
     _print_apply_summary(report, settings, time.time() - start)
-    return 0
+    return push_after_run(args)
 
 
 def _print_compute_summary(artifact) -> None:
