@@ -8,6 +8,7 @@ no half-written model that looks finished.
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -39,6 +40,7 @@ def staged_output(destination: str | Path, overwrite: bool = False, needed_bytes
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    tmp.chmod(_default_dir_mode())  # mkdtemp makes it private; the finished folder gets the usual mode
     if dest.exists():
         old = dest.with_name(f".{dest.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
         dest.rename(old)
@@ -46,3 +48,9 @@ def staged_output(destination: str | Path, overwrite: bool = False, needed_bytes
         shutil.rmtree(old, ignore_errors=True)
     else:
         tmp.rename(dest)
+
+
+def _default_dir_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o777 & ~umask
