@@ -39,20 +39,15 @@ def add_gguf_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _cmd_gguf(args: argparse.Namespace) -> int:
     from .gguf_export import export_gguf
+    from .model_card import human_size
 
     start = time.time()
     paths = export_gguf(Path(args.model_dir), Path(args.out), args.types.split(","), name=args.name,
                         llama_cpp=Path(args.llama_cpp) if args.llama_cpp else None, overwrite=args.overwrite)
     print(f"\n{'file':50s} {'size':>10s}")
     for path in paths:
-        print(f"{path.name:50s} {_size(path.stat().st_size):>10s}")
+        print(f"{path.name:50s} {human_size(path.stat().st_size):>10s}")
     print(f"\nwrote {len(paths)} GGUF file(s) to {Path(args.out).resolve()} in {time.time() - start:.0f}s")
     return 0
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "kB", "MB"):
-        if n < 1000:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.2f} GB"

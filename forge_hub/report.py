@@ -42,10 +42,8 @@ def results_markdown(result: dict, max_chars: int = 200) -> str:
 
 
 def _cell(text: str, max_chars: int) -> str:
-    text = " ".join(text.split())
-    if len(text) > max_chars:
-        text = text[: max_chars - 1] + "…"
-    return text.replace("|", "\\|") or "(empty)"
+    """A sample answer as a Markdown table cell: clipped like :func:`_clip`, pipes escaped."""
+    return _clip(text, max_chars).replace("|", "\\|")
 
 
 def comparison_rows(result: dict) -> tuple[list[str], list[list[object]]]:
