@@ -94,8 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_datasets_parser(sub)
     add_push_parser(sub)
     from .cli_gguf import add_gguf_parser
+    from .cli_space import add_space_parser
 
     add_gguf_parser(sub)
+    add_space_parser(sub)
     return parser
 
 

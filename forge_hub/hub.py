@@ -125,7 +125,7 @@ def push_model(folder: Path, repo_id: str, *, token: str | None = None, private:
     with _progress_bars(progress):
         api = None if dry_run else _api(token)
         if api is not None:
-            with _hub_errors(repo_id):  # a rejected token or a foreign namespace fails before anything is made
+            with hub_errors(repo_id):  # a rejected token or a foreign namespace fails before anything is made
                 check_namespaces(api, plan.repo_ids)
         licence = resolve_licence(plan.folder, plan.base, plan.revision, license, api=api)
         if licence.id == "other" and not licence.name:
@@ -213,7 +213,7 @@ def _send(api, plan: PushPlan, result: PushResult, tmp: Path, private: bool, exi
     from huggingface_hub import ModelCard
 
     cards = [ModelCard(result.card)] + ([ModelCard(result.gguf_card)] if result.gguf_card else [])
-    with _hub_errors(plan.repo_id):
+    with hub_errors(plan.repo_id):
         for card in cards:  # the Hub's own YAML check, before a repo is created
             _validate_card(card)
         message = commit_message or default_commit_message(plan.meta, plan.base, plan.results, len(plan.gguf))
@@ -221,7 +221,7 @@ def _send(api, plan: PushPlan, result: PushResult, tmp: Path, private: bool, exi
             api, tmp / "model", plan.repo_id, private, exist_ok, message,
             _description(plan.meta, plan.base, plan.results, result.files), STALE_PATTERNS)
     if plan.gguf_repo:
-        with _hub_errors(plan.gguf_repo):
+        with hub_errors(plan.gguf_repo):
             types = ", ".join(g.type for g in plan.gguf)
             result.gguf_repo_url, result.gguf_commit_url = _upload(
                 api, tmp / "gguf", plan.gguf_repo, private, exist_ok,
@@ -464,7 +464,7 @@ def _progress_bars(show: bool) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _hub_errors(repo_id: str) -> Iterator[None]:
+def hub_errors(repo_id: str) -> Iterator[None]:
     """huggingface_hub's exceptions as HubError with a fix; none of them carries the token."""
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 

@@ -5,11 +5,17 @@ duration of one call; its arguments and its result travel between processes by p
 job is a dataclass of plain values (paths, prompt lists, settings) whose ``run()`` loads what it
 needs, writes its output to the session folder and returns plain values on the CPU. Its
 ``seconds`` field is the GPU time to ask for, estimated beforehand from the model's size
-(:mod:`forge_hub.space_support`). The app needs a single decorated entry point::
+(:mod:`forge_hub.space_support`). A chat turn also has ``stream()``, whose items (the answers
+so far) travel back one by one as ZeroGPU does for generators. The app needs two decorated
+entry points::
 
     @spaces.GPU(duration=lambda job: job.seconds)
     def on_gpu(job):
         return job.run()
+
+    @spaces.GPU(duration=lambda job: job.seconds)
+    def on_gpu_stream(job):
+        yield from job.stream()
 
 Outside a Space the decorator does nothing and the jobs run in the app's own process, on CUDA
 when there is one and on the CPU otherwise.
@@ -20,6 +26,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,19 +144,41 @@ class ChatJob:
     max_new_tokens: int = 128
     seconds: int = 60
 
+    def stream(self) -> Iterator[tuple[str, str | None]]:
+        """(original's answer so far, abliterated's answer so far or None before it starts): the
+        original answers first; the last item holds both whole answers."""
+        before = ""
+        for before in self._answer(self.original, self.original_messages):
+            yield before, None
+        for after in self._answer(self.abliterated, self.abliterated_messages):
+            yield before, after
+
     def run(self) -> tuple[str, str]:
-        answers = []
-        for path, messages in ((self.original, self.original_messages),
-                               (self.abliterated, self.abliterated_messages)):
-            model, tokenizer = loaded_models.get(path)
-            answers.append(chat_answer(model, tokenizer, messages, self.max_new_tokens))
-        return answers[0], answers[1]
+        before, after = "", None
+        for before, after in self.stream():
+            pass
+        return before, after or ""
+
+    def _answer(self, path: str, messages: list[dict[str, str]]) -> Iterator[str]:
+        model, tokenizer = loaded_models.get(path)
+        return chat_stream(model, tokenizer, messages, self.max_new_tokens)
 
 
-@torch.inference_mode()
 def chat_answer(model: torch.nn.Module, tokenizer: object, messages: list[dict[str, str]],
                 max_new_tokens: int = 128) -> str:
     """The model's greedy answer to a conversation, through its own chat template."""
+    answer = ""
+    for answer in chat_stream(model, tokenizer, messages, max_new_tokens):
+        pass
+    return answer
+
+
+def chat_stream(model: torch.nn.Module, tokenizer: object, messages: list[dict[str, str]],
+                max_new_tokens: int = 128) -> Iterator[str]:
+    """The greedy answer as it grows, token by token; the last item is the whole answer, decoded
+    from all generated tokens at once (piecewise decoding can differ in spaces around pieces)."""
+    from transformers import TextIteratorStreamer
+
     from .chat import input_device
     from .errors import ModelLoadError
 
@@ -158,9 +187,29 @@ def chat_answer(model: torch.nn.Module, tokenizer: object, messages: list[dict[s
     batch = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
                                           return_dict=True)
     batch = {k: v.to(input_device(model)) for k, v in batch.items()}
-    out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
-                         top_k=None, pad_token_id=tokenizer.pad_token_id)
-    return tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    outcome: dict[str, Any] = {}
+
+    def generate() -> None:
+        try:
+            with torch.inference_mode():
+                outcome["ids"] = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                                temperature=None, top_p=None, top_k=None,
+                                                pad_token_id=tokenizer.pad_token_id, streamer=streamer)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread below
+            outcome["error"] = exc
+            streamer.end()  # unblock the reader, which would otherwise wait forever
+
+    worker = threading.Thread(target=generate, name="forge-hub-chat", daemon=True)
+    worker.start()
+    text = ""
+    for piece in streamer:
+        text += piece
+        yield text.strip()
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    yield tokenizer.decode(outcome["ids"][0, batch["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 
 
 def _free_gpu() -> None:

@@ -13,7 +13,9 @@ argument, and goes straight to the Hub: it is never stored, logged or shown.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
 import os
 from pathlib import Path
 
@@ -34,23 +36,43 @@ folders = SessionFolders()
 
 @spaces.GPU(duration=lambda job: job.seconds)
 def on_gpu(job):
-    """The only function that holds a GPU; the job says what to do and how long it needs."""
+    """Holds a GPU for one job; the job says what to do and how long it needs."""
     return job.run()
+
+
+@spaces.GPU(duration=lambda job: job.seconds)
+def on_gpu_stream(job):
+    """The same for a job whose results arrive piece by piece (chat answers, token by token)."""
+    yield from job.stream()
 
 
 def shows_errors(fn):
     """forge-hub's own errors become a message on the page: the problem, then the fix."""
+    if inspect.isgeneratorfunction(fn):  # Gradio streams a generator's items: the wrapper must be one too
+        @functools.wraps(fn)
+        def streaming(*args, **kwargs):
+            with _as_page_errors():
+                yield from fn(*args, **kwargs)
+
+        return streaming
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        try:
+        with _as_page_errors():
             return fn(*args, **kwargs)
-        except ForgeHubError as exc:
-            fix = f"<br><b>Fix:</b> {exc.hint}" if exc.hint else ""
-            raise gr.Error(f"{exc.message}{fix}", title="Could not do that", print_exception=False) from exc
-        except ValueError as exc:  # the library's checks of settings speak to the user too
-            raise gr.Error(str(exc), title="Could not do that", print_exception=False) from exc
 
     return wrapper
+
+
+@contextlib.contextmanager
+def _as_page_errors():
+    try:
+        yield
+    except ForgeHubError as exc:
+        fix = f"<br><b>Fix:</b> {exc.hint}" if exc.hint else ""
+        raise gr.Error(f"{exc.message}{fix}", title="Could not do that", print_exception=False) from exc
+    except ValueError as exc:  # the library's checks of settings speak to the user too
+        raise gr.Error(str(exc), title="Could not do that", print_exception=False) from exc
 
 
 def _session(request: gr.Request):
@@ -198,9 +220,10 @@ def chat_step(message: str, original: list[dict], abliterated: list[dict], max_n
     before, after = _as_messages(original) + [turn], _as_messages(abliterated) + [turn]
     job = ChatJob(state["local_path"], str(ws.model), before, after, int(max_new_tokens),
                   space_support.chat_seconds(info, int(max_new_tokens)))
-    answer_before, answer_after = on_gpu(job)
-    return (before + [{"role": "assistant", "content": answer_before}],
-            after + [{"role": "assistant", "content": answer_after}], "")
+    yield before, after, ""  # the question shows at once on both sides
+    for answer_before, answer_after in on_gpu_stream(job):
+        yield (before + [{"role": "assistant", "content": answer_before}],
+               after + ([{"role": "assistant", "content": answer_after}] if answer_after is not None else []), "")
 
 
 @shows_errors

@@ -238,7 +238,7 @@ def test_the_queue_runs_one_gpu_step_at_a_time(app, tiny_dir, tmp_path, monkeypa
         run_compute(client, str(tiny_dir))
         client.predict(api_name="/apply")
     running, most, lock = [0], [0], threading.Lock()
-    real = app.module.on_gpu
+    real = app.module.on_gpu_stream
 
     def watched(job):
         with lock:
@@ -246,16 +246,40 @@ def test_the_queue_runs_one_gpu_step_at_a_time(app, tiny_dir, tmp_path, monkeypa
             most[0] = max(most[0], running[0])
         try:
             time.sleep(0.5)
-            return real(job)
+            yield from real(job)
         finally:
             with lock:
                 running[0] -= 1
 
-    monkeypatch.setattr(app.module, "on_gpu", watched)
+    monkeypatch.setattr(app.module, "on_gpu_stream", watched)
     jobs = [c.submit("hello", [], [], CHAT_TOKENS, api_name="/chat") for c in clients]
     answers = [job.result(timeout=120) for job in jobs]
     assert most[0] == 1  # three sessions asked at once; the GPU saw one task at a time
     assert all(len(original) == 2 and len(abliterated) == 2 for original, abliterated, _ in answers)
+
+
+def test_chat_answers_stream_into_the_page(app, tiny_dir, tmp_path):
+    """Each side's answer grows token by token; the original answers first, then the abliterated."""
+    client = client_for(app, tmp_path)
+    run_compute(client, str(tiny_dir))
+    client.predict(api_name="/apply")
+    job = client.submit("write a poem about a cat", [], [], 24, api_name="/chat")
+    final = job.result(timeout=120)
+    updates = job.outputs()
+    assert updates[-1] == final and len(updates) > 4
+    befores = [text(o[-1]) if len(o) == 2 else None for o, _, _ in updates]
+    afters = [text(a[-1]) if len(a) == 2 else None for _, a, _ in updates]
+    assert befores[0] is None and afters[0] is None  # the question shows first, alone
+    started = afters.index(next(a for a in afters if a is not None))
+    assert all(a is None for a in afters[:started]) and None not in afters[started:]
+    grown = [b for b in befores[1:started] if b]
+    assert len(set(grown)) > 2  # partial answers, not one block at the end
+    assert all(len(a) <= len(b) for a, b in zip(grown, grown[1:]))
+    assert " ".join(grown[-1].split()) == " ".join(befores[started].split())
+    assert all(b == befores[started] for b in befores[started:])  # the original is finished by then
+    model, tok, _ = load_model(str(tiny_dir))
+    turn = [{"role": "user", "content": "write a poem about a cat"}]
+    assert text(final[0][-1]) == chat_answer(model, tok, turn, 24)
 
 
 # --- errors shown in the page ---------------------------------------------------------------------
@@ -504,10 +528,35 @@ def test_space_metadata_and_requirements():
     assert (APP_FILE.parent / meta["app_file"]).resolve() == APP_FILE
     assert meta["hf_oauth"] is True and "manage-repos" in meta["hf_oauth_scopes"]  # pushing creates a repo
     assert 0 < len(meta["short_description"]) <= 60
-    requirements = (APP_FILE.parent / "requirements.txt").read_text(encoding="utf-8").split("\n")
-    lines = [line.strip() for line in requirements if line.strip() and not line.startswith("#")]
-    assert f"gradio[oauth]=={gradio.__version__}" in lines and "spaces" in lines
-    assert any(line.startswith("forge-hub[space]") for line in lines)
+    # requirements.txt: tests/test_space_bundle.py (it must match the package's own dependencies)
+
+
+def test_gpu_jobs_and_their_results_survive_pickling(app, tiny_dir, tmp_path):
+    """On ZeroGPU a job crosses into a forked worker, and its result (or each streamed item) comes
+    back, by pickle: a job that holds a lock, a model or an open file would fail only there."""
+    import pickle
+
+    from forge_hub.space_jobs import ChatJob, ComputeJob, EvaluateJob
+    from forge_hub.modeling import resolve_source
+
+    harmful = load_side("harmful", None, "train", 4, 0)
+    harmless = load_side("harmless", None, "train", 4, 0)
+    compute_job = ComputeJob(str(tiny_dir), resolve_source(str(tiny_dir)), harmful, harmless,
+                             str(tmp_path / "directions"), ComputeOptions(), 30)
+    copy = pickle.loads(pickle.dumps(compute_job))
+    assert copy == compute_job
+    metadata = copy.run()
+    assert pickle.loads(pickle.dumps(metadata)) == metadata
+    apply(str(tiny_dir), RefusalDirections.load(tmp_path / "directions"), tmp_path / "edited")
+    evaluate_job = EvaluateJob(str(tiny_dir), str(tmp_path / "edited"), harmful[:2], harmless[:2],
+                               str(tmp_path / "results.json"), EvaluationSettings(max_new_tokens=4), seconds=30)
+    assert pickle.loads(pickle.dumps(evaluate_job)) == evaluate_job
+    result = pickle.loads(pickle.dumps(evaluate_job)).run()
+    assert pickle.loads(pickle.dumps(result)) == result
+    chat_job = ChatJob(str(tiny_dir), str(tmp_path / "edited"), [{"role": "user", "content": "hi"}],
+                       [{"role": "user", "content": "hi"}], 6, 30)
+    items = list(pickle.loads(pickle.dumps(chat_job)).stream())
+    assert items and pickle.loads(pickle.dumps(items)) == items
 
 
 def test_the_gpu_decorator_does_nothing_outside_a_space(app):

@@ -140,6 +140,16 @@ def test_compute_apply_evaluate_in_chromium(browser_path, running_app, tmp_path)
             expect(metrics).to_contain_text(f"{round(r['kl_divergence'], 4)}")
             expect(page.locator("#samples")).to_contain_text(results["samples"][0]["prompt"][:30])
 
+            message = "write a poem about a cat"
+            page.locator("#chat-message textarea").fill(message)
+            page.locator("#send").click()
+            for side in ("#chat-original", "#chat-abliterated"):
+                expect(page.locator(f"{side} .message-row")).to_have_count(2, timeout=STEP_TIMEOUT_MS)
+                expect(page.locator(f"{side} .message-row").first).to_contain_text(message)
+            answers = [page.locator(f"{side} .message-row").last.inner_text() for side in
+                       ("#chat-original", "#chat-abliterated")]
+            assert all(a.strip() for a in answers) and answers[0] != answers[1]
+
             ARTIFACTS.mkdir(exist_ok=True)
             shot = ARTIFACTS / "space-browser.png"
             page.screenshot(path=str(shot), full_page=True)
