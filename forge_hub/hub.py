@@ -190,7 +190,7 @@ def _stage(plan: PushPlan, tmp: Path, licence: Licence, dry_run: bool) -> PushRe
     """The exact upload folder(s) under ``tmp/model`` (and ``tmp/gguf``), cards checked offline."""
     main_dir, gguf_dir = tmp / "model", tmp / "gguf"
     staged = stage_model(main_dir, plan.files, plan.results_path if plan.results else None,
-                         [] if plan.gguf_repo else plan.gguf)
+                         [] if plan.gguf_repo else plan.gguf, local_names={plan.meta.get("model"): plan.base})
     card = build_model_card(plan.folder, plan.repo_id, results=plan.results, licence=licence,
                             base_model=plan.base_model, gguf=plan.gguf, gguf_repo=plan.gguf_repo,
                             files=_card_files(staged))
@@ -359,11 +359,35 @@ def resolve_licence(folder: Path, base: str | None, revision: str | None, explic
 # --- staging ------------------------------------------------------------------------------------------
 
 def stage_model(target: Path, files: Sequence[Path], results: Path | None,
-                gguf: Sequence[GGUFVariant]) -> list[UploadFile]:
-    """Lay out the upload folder (all but the card) and list it; the results file keeps its bytes."""
+                gguf: Sequence[GGUFVariant], local_names: dict | None = None) -> list[UploadFile]:
+    """Lay out the upload folder (all but the card) and list it.
+
+    The JSON files (direction metadata, settings, results) are written anew without this
+    machine's absolute paths, which say nothing to readers of the repo and can name a user's home
+    folder: a path in ``local_names`` becomes its value (the base model's Hub id), any other its
+    last part.
+    """
     stage_files(target, {p.name: p for p in files} | {g.name: g.path for g in gguf}
                 | ({RESULTS_FILE: results} if results else {}))
+    for name in (*ARTIFACT_FILES, RESULTS_FILE):
+        path = target / name
+        if name.endswith(".json") and path.exists():
+            data = json.loads(path.read_text(encoding="utf-8"))
+            path.unlink()  # a link to the source file: never write through it
+            path.write_text(json.dumps(without_local_paths(data, local_names or {}), indent=2, ensure_ascii=False)
+                            + "\n", encoding="utf-8")
     return _listing(target)
+
+
+def without_local_paths(data, local_names: dict):
+    """``data`` (parsed JSON) with absolute file paths replaced; see :func:`stage_model`."""
+    if isinstance(data, dict):
+        return {k: without_local_paths(v, local_names) for k, v in data.items()}
+    if isinstance(data, list):
+        return [without_local_paths(v, local_names) for v in data]
+    if isinstance(data, str) and "\n" not in data and (os.path.isabs(data) or re.match(r"^[A-Za-z]:[\\/]", data)):
+        return local_names.get(data) or re.split(r"[\\/]", data.rstrip("/\\"))[-1] or data
+    return data
 
 
 def stage_files(target: Path, files: dict[str, Path]) -> None:

@@ -5,6 +5,7 @@ a dropped connection, and bad input (which must fail before the first request)."
 
 import hashlib
 import json
+import re
 import os
 import subprocess
 import sys
@@ -55,9 +56,26 @@ def routes(hub: FakeHub) -> list[str]:
 
 
 def expected_files(folder: Path, results: Path) -> dict[str, bytes]:
+    """What a push sends besides the card: every file's bytes, but the JSON files without local paths."""
     names = [p.name for p in folder.iterdir()]
     assert "README.md" not in names  # the card is written by the push
-    return {p.name: p.read_bytes() for p in folder.iterdir()} | {"evaluation.json": results.read_bytes()}
+    files = {p.name: p.read_bytes() for p in folder.iterdir()} | {"evaluation.json": results.read_bytes()}
+    return {name: public_json(data) if name.endswith(".json") and name in PATH_FREE else data
+            for name, data in files.items()}
+
+
+PATH_FREE = ("refusal.json", "abliteration.json", "evaluation.json")
+
+
+def public_json(data: bytes) -> bytes:
+    def walk(value):
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        return Path(value).name if isinstance(value, str) and value.startswith("/") else value
+
+    return (json.dumps(walk(json.loads(data)), indent=2, ensure_ascii=False) + "\n").encode()
 
 
 def card_meta(readme: bytes) -> dict:
@@ -72,7 +90,10 @@ def test_push_uploads_the_model_card_results_and_artifact(made, hub, capfd):
     (commit,) = hub.commits
     sent = dict(commit.files)
     readme = sent.pop("README.md")
-    assert sent == expected_files(folder, results)  # every file, its bytes unchanged
+    assert sent == expected_files(folder, results)  # every file, its bytes unchanged but for local paths
+    source_paths = re.findall(rb'"(/[^"]+)"', (folder / "refusal.json").read_bytes() + results.read_bytes())
+    assert source_paths and not any(p in data for p in source_paths for data in sent.values())
+    assert json.loads(sent["evaluation.json"])["model"] == "abliterated"  # was the output folder's full path
     assert sorted(commit.paths) == sorted(set(commit.paths))  # each path once
     assert sorted(commit.lfs) == ["model.safetensors", "refusal.safetensors"]  # through the LFS batch API + PUT
     assert {(oid, size) for oid, size, done in hub.puts if done} == {
@@ -340,7 +361,9 @@ def test_run_pushes_what_it_wrote(hub, tmp_path, prompt_files, monkeypatch, caps
     assert hub.created[0]["visibility"] == "private"
     assert commit.files["model.safetensors"] == (out / "model.safetensors").read_bytes()
     prompts = json.loads(commit.files["refusal.json"])["prompts"]
-    assert (prompts["harmful"]["source"], prompts["harmless"]["source"]) == (str(harmful), str(harmless))
+    assert (prompts["harmful"]["source"], prompts["harmless"]["source"]) == ("harmful.txt", "harmless.txt")
+    assert json.loads((out / "refusal.json").read_text())["prompts"]["harmful"]["source"] == str(harmful)  # kept
+    assert not any(str(tmp_path).encode() in data for data in commit.files.values())
     card = commit.files["README.md"].decode()
     assert "`harmful.txt` (local)" in card and str(tmp_path) not in card
     assert f"uploaded to {REPO}:" in capsys.readouterr().out
