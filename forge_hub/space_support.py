@@ -241,6 +241,8 @@ def loaded_bytes(info: ModelInfo, on_gpu: bool) -> int:
 def check_fits(info: ModelInfo, copies: int = 2, budget: int | None = None, on_gpu: bool | None = None) -> None:
     """Raise a clear error when ``copies`` loaded copies of the model (the original and the
     abliterated one, side by side for evaluation and chat) would not fit in memory."""
+    from .model_card import human_size
+
     if on_gpu is None:
         on_gpu = on_zerogpu() or _cuda_available()
     budget = memory_budget() if budget is None else budget
@@ -249,13 +251,9 @@ def check_fits(info: ModelInfo, copies: int = 2, budget: int | None = None, on_g
         where = "this Space's GPU" if on_space() else ("this GPU" if on_gpu else "this machine's memory")
         raise ModelLoadError(
             f"{info.label} is too large for {where}: it has {info.size_label}, and {copies} loaded copies need "
-            f"about {_size(needed)}, more than the {_size(budget)} available",
+            f"about {human_size(needed)}, more than the {human_size(budget)} available",
             "pick a smaller model, or run forge-hub on bigger hardware (the CLI streams the edit without "
             "loading the model twice)")
-
-
-def _size(n: int) -> str:
-    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
 
 
 def compute_seconds(info: ModelInfo, prompts_per_side: int, num_layers: int | None = None,

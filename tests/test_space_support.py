@@ -176,7 +176,7 @@ def test_models_too_large_for_the_hardware_are_refused():
     with pytest.raises(ModelLoadError, match="this machine's memory: .* 76.8 GB, more than the 70.0 GB"):
         space_support.check_fits(eight_b, copies=2, budget=int(70 * GB), on_gpu=False)
     tiny = ModelInfo(ModelSource("folder", "/models/tiny"), 20_000, 80_000)
-    with pytest.raises(ModelLoadError, match="tiny is too large .* 20,000 parameters, .* 0.2 MB, more than the 0.1 MB"):
+    with pytest.raises(ModelLoadError, match="tiny is too large .* 20,000 parameters, .* 192.0 kB, more than the 100.0 kB"):
         space_support.check_fits(tiny, copies=2, budget=100_000, on_gpu=False)
 
 
