@@ -393,3 +393,13 @@ def _handler_for(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             pass
 
     return Handler
+
+
+def point_client_at(server: FakeHub, monkeypatch, tmp_path) -> None:
+    """huggingface_hub in this process talks to ``server`` over LFS, online, with no token of its own
+    (no HF_TOKEN, no cached login): each test passes the token it means."""
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_DISABLE_XET", True)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", server.url)

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from abliterated_models import BASE, BASE_CARD, make_abliterated, write_results
 from conftest import make_model, save_model
-from hub_server import USER, FakeHub
+from hub_server import USER, FakeHub, point_client_at
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from forge_hub import __version__
@@ -41,12 +41,8 @@ def made(tmp_path_factory):
 @pytest.fixture
 def hub(monkeypatch, tmp_path):
     """A fake Hub that knows the base model, with the client pointed at it (in-process)."""
-    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
-    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_DISABLE_XET", True)
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setattr("huggingface_hub.constants.HF_TOKEN_PATH", str(tmp_path / "no-token"))
     with FakeHub(token=TOKEN, orgs=["test-org"]) as server:
-        monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", server.url)
+        point_client_at(server, monkeypatch, tmp_path)
         server.add_repo(BASE, {"README.md": BASE_CARD, "config.json": b"{}"})
         yield server
 

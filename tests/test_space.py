@@ -36,7 +36,11 @@ pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning:gradio.queu
               pytest.mark.filterwarnings("ignore:.*(copy keyword|no_silent_downcasting).*"),
               pytest.mark.filterwarnings("ignore:Exception ignored in.*BaseEventLoop.__del__"
                                          ":pytest.PytestUnraisableExceptionWarning"),
-              pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")]  # huggingface_hub's LFS PUT
+              pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning"),  # huggingface_hub's LFS PUT
+              # Gradio's track_tqdm patch: a bar made outside an event (a model load in a worker
+              # thread) lacks the attribute its patched close() reads
+              pytest.mark.filterwarnings("ignore:Exception ignored in.*tqdm.__del__"
+                                         ":pytest.PytestUnraisableExceptionWarning")]
 
 APP_FILE = Path(__file__).resolve().parents[1] / "space" / "app.py"
 TOKEN = "hf_visitor_oauth_token_123"

@@ -15,7 +15,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-from hub_server import USER, FakeHub
+from hub_server import USER, FakeHub, point_client_at
 from packaging.requirements import Requirement
 
 from forge_hub.cli import main
@@ -33,12 +33,8 @@ def bundle(tmp_path_factory):
 
 @pytest.fixture
 def hub(monkeypatch, tmp_path):
-    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
-    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_DISABLE_XET", True)
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setattr("huggingface_hub.constants.HF_TOKEN_PATH", str(tmp_path / "no-token"))
     with FakeHub(token=TOKEN) as server:
-        monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", server.url)
+        point_client_at(server, monkeypatch, tmp_path)
         yield server
 
 
@@ -125,6 +121,8 @@ def test_cli_checks_the_push_target_before_writing_anything(tmp_path, hub, capsy
     out = tmp_path / "build"
     assert main(["space", "--out", str(out), "--push-to", "no-owner"]) == 2
     assert "names no owner" in capsys.readouterr().err and not out.exists()
+    assert main(["space", "--out", str(out), "--push-to", f"{USER}/fh", "--hardware", "zero-h100"]) == 2
+    assert "unknown Space hardware 'zero-h100'" in capsys.readouterr().err and not out.exists()
     assert main(["space", "--out", str(out), "--push-to", f"{USER}/fh"]) == 2  # no token anywhere
     assert "no Hugging Face token" in capsys.readouterr().err and not out.exists()
     assert main(["space", "--out", str(out), "--push-to", f"{USER}/fh", "--token", TOKEN]) == 0
