@@ -24,6 +24,7 @@ when there is one and on the CPU otherwise.
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -35,7 +36,7 @@ import torch
 
 from .evaluation import EvaluationSettings, evaluate_models
 from .modeling import ModelSource, load_model
-from .pipeline import ComputeOptions, compute
+from .pipeline import ComputeOptions, compute, optimize
 from .staging import staged_output
 
 
@@ -87,7 +88,13 @@ loaded_models = LoadedModels()
 
 @dataclass
 class ComputeJob:
-    """Directions and the measured layer choice, saved as an artifact folder at ``out``."""
+    """Directions and the measured layer choice, saved as an artifact folder at ``out``.
+
+    With ``search_trials``, the parameter search (``forge-hub run --optimize``) follows on the
+    same loaded model, scored on the prompts held out from the directions; the artifact then
+    carries the picked trial's method and settings (what apply uses), and the search's files
+    (study, front plot ``front.png``) go to ``search_dir``.
+    """
 
     model_path: str  # local folder or .gguf file (already downloaded)
     source: ModelSource  # what the artifact names as its model (the Hub id, not the cache path)
@@ -96,17 +103,36 @@ class ComputeJob:
     out: str
     options: ComputeOptions = field(default_factory=ComputeOptions)
     seconds: int = 60
+    search_trials: int = 0
+    search_dir: str | None = None
+    search_tokens: int = 24
 
     def run(self) -> dict[str, Any]:
         model, tokenizer, _ = load_model(self.model_path, device_map=device_map())
         try:
-            artifact = compute(model, tokenizer, self.source, self.harmful, self.harmless, self.options)
+            if self.search_trials > 0:
+                artifact = self._search(model, tokenizer)
+            else:
+                artifact = compute(model, tokenizer, self.source, self.harmful, self.harmless, self.options)
         finally:
             del model
             _free_gpu()
         with staged_output(self.out, overwrite=True) as tmp:
             artifact.save(tmp)
         return artifact.metadata
+
+    def _search(self, model: torch.nn.Module, tokenizer: object):
+        from .search import SearchOptions, plot_front
+
+        folder = Path(self.search_dir or Path(self.out).parent / "search")
+        shutil.rmtree(folder, ignore_errors=True)  # a new compute is a new study, on new directions
+        folder.mkdir(parents=True)
+        search = SearchOptions(trials=self.search_trials, storage=folder / "study.db",
+                               max_new_tokens=self.search_tokens, system_prompt=self.options.system_prompt)
+        artifact, study, chosen = optimize(model, tokenizer, self.source, self.harmful, self.harmless, self.options,
+                                           search)
+        plot_front(study, folder / "front.png", chosen)
+        return artifact
 
 
 @dataclass

@@ -257,14 +257,28 @@ def check_fits(info: ModelInfo, copies: int = 2, budget: int | None = None, on_g
 
 
 def compute_seconds(info: ModelInfo, prompts_per_side: int, num_layers: int | None = None,
-                    held_out_fraction: float = 0.25, batch_size: int = 16) -> int:
+                    held_out_fraction: float = 0.25, batch_size: int = 16, search_trials: int = 0,
+                    search_tokens: int = 24) -> int:
     """GPU seconds to ask for the compute step: load once, one pass over both prompt lists,
-    then two held-out passes per candidate layer (about 65% of the depth) plus the baseline."""
+    then two held-out passes per candidate layer (about 65% of the depth) plus the baseline;
+    with ``search_trials``, each trial answers the held-out harmful prompts and takes one KL pass
+    over the held-out harmless ones. Raises ValueError, naming how many trials would fit, when
+    the search cannot finish within one task's time."""
     layers = num_layers or _guess_layers(info.parameters)
     held_out = max(1, round(prompts_per_side * held_out_fraction))
     candidates = max(1, round(0.65 * layers))
     prompts = 2 * (prompts_per_side - held_out) + 2 * held_out * (candidates + 1)
-    return _bounded(_load_seconds(info) + _prefill_seconds(info, prompts, batch_size))
+    seconds = _load_seconds(info) + _prefill_seconds(info, prompts, batch_size)
+    if search_trials > 0:
+        per_trial = (math.ceil(held_out / batch_size) * search_tokens * _step_seconds(info)
+                     + _prefill_seconds(info, 2 * held_out, batch_size))
+        room = (max_seconds() - TASK_OVERHEAD_SECONDS) / SAFETY_FACTOR - seconds
+        if search_trials * per_trial > room:
+            raise ValueError(f"{search_trials} search trials do not fit in the {max_seconds()}s of GPU time one task "
+                             f"may use here: choose at most {max(0, int(room // per_trial))} trials, or fewer "
+                             "prompts per side")
+        seconds += search_trials * per_trial
+    return _bounded(seconds)
 
 
 def evaluate_seconds(info: ModelInfo, prompts: int, max_new_tokens: int, batch_size: int = 16) -> int:

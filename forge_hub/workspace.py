@@ -45,6 +45,11 @@ class Workspace:
         return self.path / "model"
 
     @property
+    def search(self) -> Path:
+        """The optional parameter search: its study file, directions cache and front plot."""
+        return self.path / "search"
+
+    @property
     def results(self) -> Path:
         return self.path / "results.json"
 

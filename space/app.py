@@ -25,6 +25,7 @@ import spaces  # ZeroGPU: imported before forge_hub (torch) initialises anything
 
 from forge_hub import layer_plot, report, space_support
 from forge_hub.errors import ForgeHubError
+from forge_hub.search import DEFAULT_PICK_MAX_KL
 from forge_hub.space_jobs import ChatJob, ComputeJob, EvaluateJob, loaded_models
 from forge_hub.workspace import SessionFolders
 
@@ -107,7 +108,8 @@ def _prompt_lists(dataset: str, sources: list[str] | None, split: str, n: int) -
 
 @shows_errors
 def compute_step(model_id: str, revision: str, dataset: str, sources: list[str], n_prompts: float, method: str,
-                 layer: str | None, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
+                 layer: str | None, search_trials: float, request: gr.Request,
+                 progress=gr.Progress(track_tqdm=True)):
     from forge_hub.directions import RefusalDirections
     from forge_hub.pipeline import ComputeOptions
 
@@ -121,10 +123,13 @@ def compute_step(model_id: str, revision: str, dataset: str, sources: list[str],
     local = space_support.local_copy(info)
     ws = _session(request)
     ws.reset()
-    seconds = space_support.compute_seconds(info, len(harmful), space_support.num_layers(local))
+    trials = int(search_trials or 0)
+    seconds = space_support.compute_seconds(info, len(harmful), space_support.num_layers(local), search_trials=trials)
     options = ComputeOptions(method=method, layer=fixed_layer)
-    progress(0.1, desc=f"computing directions (up to {seconds}s of GPU)")
-    on_gpu(ComputeJob(str(local), info.source, harmful, harmless, str(ws.directions), options, seconds))
+    what = f"computing directions and searching {trials} settings" if trials else "computing directions"
+    progress(0.1, desc=f"{what} (up to {seconds}s of GPU)")
+    on_gpu(ComputeJob(str(local), info.source, harmful, harmless, str(ws.directions), options, seconds,
+                      search_trials=trials, search_dir=str(ws.search)))
     ws.save_state(model=info.to_dict(), local_path=str(local), dataset=dataset, sources=sources or [])
     artifact = RefusalDirections.load(ws.directions)
     meta = artifact.metadata
@@ -135,13 +140,21 @@ def compute_step(model_id: str, revision: str, dataset: str, sources: list[str],
                f"{prompts['harmless']['count']} harmless prompts; {prompts['held_out_harmful']['count']} + "
                f"{prompts['held_out_harmless']['count']} held out to score layers. "
                f"**Chosen layer: {artifact.selected_layer:g}** ({meta['selection']['how']}).")
+    front = None
+    if "search" in meta:
+        found = meta["search"]
+        summary += (f"\n\n**Search**: {found['trials']} trials scored on the held-out prompts; picked trial "
+                    f"{found['trial']}: {found['refusals']:.0f}/{found['eval_prompts']['harmful']['count']} refused, "
+                    f"first-token KL {found['kl']:.3f} ({found['pick']}): method {meta['method']}, direction of layer "
+                    f"{meta['apply_settings']['direction_layer']:.2f}. Apply uses these settings.")
+        front = str(ws.search / "front.png")
     if any(r["chosen"] and r["separation"] == 0 for r in rows):
         gr.Warning(f"Layer {artifact.selected_layer:g} does not separate harmful from harmless prompts at all, so "
                    "its direction is zero and applying it changes nothing. Leave the layer empty to measure one.")
     table = pd.DataFrame(rows, columns=list(layer_plot.COLUMNS)).round(4)
     files = [str(ws.directions / "refusal.safetensors"), str(ws.directions / "refusal.json")]
     figure = layer_plot.layer_figure(artifact, title=f"{info.label}: harmful vs harmless, per layer")
-    return summary, figure, table, files
+    return summary, figure, table, files, gr.Image(value=front, visible=front is not None)
 
 
 @shows_errors
@@ -326,11 +339,19 @@ def build_app() -> gr.Blocks:
             n_prompts = gr.Slider(8, 512, value=64, step=4, label="Prompts per side", elem_id="n-prompts")
             method = gr.Radio(["projected", "mean_diff"], value="projected", label="Direction method")
             layer = gr.Textbox(label="Layer (empty: measured)", placeholder="measured", elem_id="layer")
+        with gr.Accordion("Parameter search (optional)", open=False):
+            gr.Markdown("Try this many settings (direction layer, method, per-layer strengths) after computing, and "
+                        "keep the one with the fewest refusals at a first-token KL of at most "
+                        f"{DEFAULT_PICK_MAX_KL:g}, as `forge-hub run --optimize` does. Each trial answers the "
+                        "held-out harmful prompts, so it costs GPU time; 0 keeps the measured layer at full strength.")
+            search_trials = gr.Slider(0, 60, value=0, step=5, label="Search trials", elem_id="search-trials")
         compute_btn = gr.Button("1. Compute directions", variant="primary", elem_id="compute")
         compute_md = gr.Markdown(elem_id="compute-summary")
         plot = gr.Plot(label="Per-layer separation and scores", elem_id="layer-plot")
         layer_table = gr.Dataframe(label="Layers", interactive=False, elem_id="layer-table")
         direction_files = gr.File(label="Direction artifact", file_count="multiple", interactive=False)
+        front_plot = gr.Image(label="Search: every trial's refusals and KL, the pick circled", visible=False,
+                              elem_id="search-front", type="filepath")
 
         gr.Markdown("## 2. Apply")
         apply_btn = gr.Button("2. Apply", variant="primary", elem_id="apply")
@@ -371,8 +392,8 @@ def build_app() -> gr.Blocks:
         push_md = gr.Markdown(elem_id="push-summary")
 
         gpu = dict(concurrency_id="gpu", concurrency_limit=GPU_CONCURRENCY)
-        compute_btn.click(compute_step, [model_id, revision, dataset, sources, n_prompts, method, layer],
-                          [compute_md, plot, layer_table, direction_files], api_name="compute", **gpu)
+        compute_btn.click(compute_step, [model_id, revision, dataset, sources, n_prompts, method, layer, search_trials],
+                          [compute_md, plot, layer_table, direction_files, front_plot], api_name="compute", **gpu)
         apply_btn.click(apply_step, None, apply_md, api_name="apply", concurrency_limit=2)
         evaluate_btn.click(evaluate_step, [eval_prompts, eval_tokens],
                            [evaluate_md, metrics, samples, results_files], api_name="evaluate", **gpu)

@@ -92,8 +92,8 @@ def client_for(app: RunningApp, tmp_path: Path, **kwargs) -> Client:
     return Client(app.url, verbose=False, download_files=str(tmp_path / "downloads"), **kwargs)
 
 
-def run_compute(client: Client, model: str, layer: str = ""):
-    return client.predict(model, "", "", [], N_PROMPTS, "projected", layer, api_name="/compute")
+def run_compute(client: Client, model: str, layer: str = "", trials: int = 0):
+    return client.predict(model, "", "", [], N_PROMPTS, "projected", layer, trials, api_name="/compute")
 
 
 def downloaded_artifact(files: list[str], folder: Path) -> RefusalDirections:
@@ -120,7 +120,8 @@ def test_the_whole_flow_matches_the_pipeline(app, tiny_dir, tmp_path):
     before = set(session_folders(app))
 
     # 1. compute: the table and the files are the artifact; the artifact is what the pipeline computes
-    summary, plot, table, files = run_compute(client, str(tiny_dir))
+    summary, plot, table, files, front = run_compute(client, str(tiny_dir))
+    assert front["visible"] is False and front["value"] is None and "Search" not in summary  # no search asked for
     artifact = downloaded_artifact(files, tmp_path / "directions")
     harmful, harmless = (load_side(side, None, "train", N_PROMPTS, 0) for side in ("harmful", "harmless"))
     model, tok, src = load_model(str(tiny_dir))
@@ -207,7 +208,7 @@ def test_recompute_with_a_given_layer_replaces_the_session(app, tiny_dir, tmp_pa
     client = client_for(app, tmp_path)
     run_compute(client, str(tiny_dir))
     client.predict(api_name="/apply")
-    summary, _, table, files = run_compute(client, str(tiny_dir), layer="1")
+    summary, _, table, files, _ = run_compute(client, str(tiny_dir), layer="1")
     assert "**Chosen layer: 1** (given)" in summary
     assert [row[4] for row in table["data"]] == [False, True, False, False]
     assert all(row[2] is None for row in table["data"])  # nothing measured
@@ -216,13 +217,46 @@ def test_recompute_with_a_given_layer_replaces_the_session(app, tiny_dir, tmp_pa
         client.predict(N_EVAL, EVAL_TOKENS, api_name="/evaluate")
 
 
+def test_a_search_picks_the_settings_that_apply_uses(app, tiny_dir, tmp_path):
+    """With search trials, the artifact carries the picked trial's settings, the page shows the
+    pick and the front, and apply writes exactly those settings."""
+    import optuna
+
+    client = client_for(app, tmp_path)
+    summary, _, _, files, front = run_compute(client, str(tiny_dir), trials=5)
+    artifact = downloaded_artifact(files, tmp_path / "directions")
+    found = artifact.metadata["search"]
+    study_file = workspace_of(app, client) / "search" / "study.db"
+    study = optuna.load_study(study_name=found["study_name"], storage=f"sqlite:///{study_file}")
+    trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert found["trials"] == len(trials) == 5
+    picked = next(t for t in trials if t.number == found["trial"])
+    assert (found["refusals"], found["kl"]) == tuple(picked.values)
+    assert artifact.metadata["apply_settings"] == picked.user_attrs["settings"]
+    assert f"picked trial {found['trial']}: {found['refusals']:.0f}/2 refused" in summary
+    assert front["visible"] is True
+    image = Path(front["value"])  # downloaded by the client: the page serves it
+    assert image.stat().st_size > 5000 and image.read_bytes()[:4] == b"\x89PNG"
+    client.predict(api_name="/apply")
+    written = json.loads((workspace_of(app, client) / "model" / "abliteration.json").read_text())
+    assert written["settings"] == picked.user_attrs["settings"]
+
+
+def test_a_search_too_long_for_one_gpu_task_is_refused(app, tiny_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("FORGE_HUB_SPACE_MAX_GPU_SECONDS", "31")
+    client = client_for(app, tmp_path)
+    with pytest.raises(AppError, match=r"60 search trials do not fit in the 31s .* choose at most \d+ trials"):
+        run_compute(client, str(tiny_dir), trials=60)
+    assert not (workspace_of(app, client) / "directions").exists()
+
+
 def test_a_local_gguf_file_goes_through_compute_apply_and_evaluate(app, tmp_path):
     gguf_models = pytest.importorskip("gguf_models")
     export_gguf = pytest.importorskip("forge_hub.gguf_export").export_gguf
     folder = gguf_models.save_gguf_model("llama", tmp_path / "bpe-llama")
     (gguf_file,) = export_gguf(folder, tmp_path / "gguf", ["F16"], progress=False)
     client = client_for(app, tmp_path)
-    summary, _, _, files = run_compute(client, str(gguf_file))
+    summary, _, _, files, _ = run_compute(client, str(gguf_file))
     assert summary.startswith("**bpe-llama-F16.gguf**: 2 layers")
     assert downloaded_artifact(files, tmp_path / "d").metadata["source_kind"] == "gguf"
     assert "Edited **" in client.predict(api_name="/apply")
@@ -501,7 +535,7 @@ def test_on_a_space_only_hub_ids_and_the_visitors_login_count(space_app, tiny_di
     hub_model = SimpleNamespace(safetensors=SafeTensorsInfo(parameters={"BF16": 1000}, total=1000), gated=False)
     monkeypatch.setattr("huggingface_hub.HfApi.model_info", lambda self, *a, **k: hub_model)
     with pytest.raises(AppError, match="this Space only reads prompt datasets from the Hub"):
-        client.predict("org/tiny", "", str(tmp_path), [], N_PROMPTS, "projected", "", api_name="/compute")
+        client.predict("org/tiny", "", str(tmp_path), [], N_PROMPTS, "projected", "", 0, api_name="/compute")
 
 
 def test_on_a_space_the_push_goes_out_with_the_visitors_token(space_app, tiny_dir, tmp_path, fake_hub, monkeypatch):

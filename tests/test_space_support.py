@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -204,6 +205,23 @@ def test_gpu_time_grows_with_the_work_and_stays_in_bounds(monkeypatch):
     assert space_support.chat_seconds(tiny, 128) == space_support.MIN_SECONDS
     monkeypatch.setenv(space_support.MAX_SECONDS_ENV, "100")
     assert space_support.compute_seconds(eight_b, 512, 32) == 100
+
+
+def test_search_trials_add_gpu_time_until_they_no_longer_fit(monkeypatch):
+    eight_b = ModelInfo(ModelSource("hub", "o/8b"), 8_000_000_000, 16_000_000_000)
+    alone = space_support.compute_seconds(eight_b, 64, 32)
+    assert space_support.compute_seconds(eight_b, 64, 32, search_trials=0) == alone
+    with_10 = space_support.compute_seconds(eight_b, 64, 32, search_trials=10)
+    with_40 = space_support.compute_seconds(eight_b, 64, 32, search_trials=40)
+    assert alone < with_10 < with_40 <= space_support.max_seconds()
+    # each trial: 16 held-out answers of 24 tokens in one batch, plus a KL pass: about a second at 8 B
+    assert 0.5 <= (with_40 - with_10) / 30 / space_support.SAFETY_FACTOR <= 3
+    monkeypatch.setenv(space_support.MAX_SECONDS_ENV, "120")
+    with pytest.raises(ValueError, match=r"40 search trials do not fit in the 120s .* at most (\d+) trials") as err:
+        space_support.compute_seconds(eight_b, 64, 32, search_trials=40)
+    fit = int(re.search(r"at most (\d+) trials", str(err.value)).group(1))
+    assert 0 < fit < 40
+    assert space_support.compute_seconds(eight_b, 64, 32, search_trials=fit) <= 120  # the number it names fits
 
 
 def test_on_space_matches_gradios_test(monkeypatch):
