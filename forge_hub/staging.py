@@ -40,7 +40,7 @@ def staged_output(destination: str | Path, overwrite: bool = False, needed_bytes
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    tmp.chmod(_default_dir_mode())  # mkdtemp makes it private; the finished folder gets the usual mode
+    _usual_permissions(tmp)
     if dest.exists():
         old = dest.with_name(f".{dest.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
         dest.rename(old)
@@ -50,7 +50,14 @@ def staged_output(destination: str | Path, overwrite: bool = False, needed_bytes
         tmp.rename(dest)
 
 
-def _default_dir_mode() -> int:
+def _usual_permissions(folder: Path) -> None:
+    """mkdtemp makes the folder private, and some writers (safetensors) make their files private
+    too: the finished output gets the modes any other new file of this user would have."""
     umask = os.umask(0)
     os.umask(umask)
-    return 0o777 & ~umask
+    folder.chmod(0o777 & ~umask)
+    for path in folder.rglob("*"):
+        if path.is_dir() and not path.is_symlink():
+            path.chmod(0o777 & ~umask)
+        elif path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o777 == 0o600:
+            path.chmod(0o666 & ~umask)
