@@ -488,8 +488,9 @@ def _progress_bars(show: bool) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def hub_errors(repo_id: str) -> Iterator[None]:
-    """huggingface_hub's exceptions as HubError with a fix; none of them carries the token."""
+def hub_errors(repo_id: str, card_fix: str = "check --license and --base-model") -> Iterator[None]:
+    """huggingface_hub's exceptions as HubError with a fix; none of them carries the token.
+    ``card_fix`` is what to do when the Hub rejects the README's YAML."""
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
     try:
@@ -508,7 +509,7 @@ def hub_errors(repo_id: str) -> Iterator[None]:
     except ValueError as exc:  # upload_folder's own YAML check raises ValueError on a 400
         if "metadata" not in str(exc).lower():
             raise
-        raise HubError(f"the Hub rejected the model card: {exc}", "check --license and --base-model") from exc
+        raise HubError(f"the Hub rejected the README's metadata: {exc}", card_fix) from exc
     except HubError:
         raise
     except Exception as exc:  # dropped connections come as several httpx and OS error types

@@ -115,7 +115,7 @@ def push_space(bundle: SpaceBundle, repo_id: str, *, token: str | None = None, p
     check_repo_id(repo_id, "--push-to")
     token = require_token(token)
     api = HfApi(token=token)
-    with hub_errors(repo_id):
+    with hub_errors(repo_id, card_fix="check the YAML block of space/README.md (sdk, sdk_version, hf_oauth_scopes)"):
         try:
             api.create_repo(repo_id, repo_type="space", space_sdk="gradio", space_hardware=hardware,
                             private=private or None, exist_ok=exist_ok)

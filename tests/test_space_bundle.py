@@ -135,3 +135,10 @@ def test_build_refuses_a_tree_without_the_space(tmp_path):
     with pytest.raises(Exception, match="space") as err:
         build_space(tmp_path / "out", root=tmp_path)
     assert "clone" in err.value.hint and not (tmp_path / "out").exists()
+
+
+def test_a_card_the_hub_refuses_is_reported_with_the_space_fix(bundle, hub):
+    hub.fail["validate-yaml"] = (400, "Invalid metadata in README.md")
+    with pytest.raises(HubError, match="rejected the README's metadata") as err:
+        push_space(bundle, f"{USER}/forge-hub", token=TOKEN)
+    assert "space/README.md" in err.value.hint and hub.commits == []
