@@ -30,16 +30,10 @@ def add_space_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_space(args: argparse.Namespace) -> int:
-    from .errors import HubError
     from .model_card import human_size
-    from .space_bundle import build_space, push_space
+    from .space_bundle import build_space, check_hardware, push_space
 
-    if args.hardware:
-        from huggingface_hub import SpaceHardware
-
-        known = [h.value for h in SpaceHardware]
-        if args.hardware not in known:
-            raise HubError(f"unknown Space hardware {args.hardware!r}", f"use one of: {', '.join(known)}")
+    check_hardware(args.hardware)
     if args.push_to:  # a bad id or a missing login fails before anything is written
         from .hub import check_repo_id, require_token
 

@@ -421,19 +421,24 @@ def _api(token: str):
 def _upload(api, folder: Path, repo_id: str, private: bool, exist_ok: bool, message: str, description: str,
             delete_patterns: list[str] | None) -> tuple[str, str]:
     """Create the repo (or find it, with ``exist_ok``) and commit the folder; (repo URL, commit URL)."""
-    from huggingface_hub.errors import HfHubHTTPError
-
-    try:
-        url = api.create_repo(repo_id, private=private or None, exist_ok=exist_ok)
-    except HfHubHTTPError as exc:
-        if exc.response is not None and exc.response.status_code == 409:
-            raise HubError(f"{repo_id} already exists on the Hub",
-                           "pass --exist-ok to upload into it (files of the same name are replaced), or choose "
-                           "another --repo") from exc
-        raise
+    url = create_repo(api, repo_id, exist_ok=exist_ok, private=private or None,
+                      exists_fix="pass --exist-ok to upload into it (files of the same name are replaced), or "
+                      "choose another --repo")
     info = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=message,
                              commit_description=description, delete_patterns=delete_patterns)
     return str(url), info.commit_url
+
+
+def create_repo(api, repo_id: str, *, exist_ok: bool, exists_fix: str, **kwargs):
+    """``api.create_repo``; an existing repo without ``exist_ok`` is a HubError with ``exists_fix``."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        return api.create_repo(repo_id, exist_ok=exist_ok, **kwargs)
+    except HfHubHTTPError as exc:
+        if exc.response is not None and exc.response.status_code == 409:
+            raise HubError(f"{repo_id} already exists on the Hub", exists_fix) from exc
+        raise
 
 
 def _validate_card(card) -> None:

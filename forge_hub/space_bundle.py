@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-import yaml
-
 from . import __version__
 from .errors import HubError, OutputError
 from .staging import staged_output
@@ -51,10 +49,12 @@ def source_root() -> Path:
 
 def space_metadata(readme: Path) -> dict:
     """The YAML block of the Space's README.md (what the Hub reads: sdk, sdk_version, hf_oauth ...)."""
-    match = re.match(r"^---\s*\n(.*?)\n---\s*\n", readme.read_text(encoding="utf-8"), re.DOTALL)
-    if not match:
+    from huggingface_hub import metadata_load
+
+    data = metadata_load(readme)
+    if data is None:
         raise OutputError(f"{readme} has no YAML header", "start the Space's README.md with its --- block")
-    return yaml.safe_load(match.group(1)) or {}
+    return data
 
 
 def requirements_text(sdk_version: str) -> str:
@@ -108,25 +108,29 @@ def push_space(bundle: SpaceBundle, repo_id: str, *, token: str | None = None, p
     """Create the Space repo (Gradio SDK; ``hardware`` such as ``zero-a10g`` for ZeroGPU) or update
     it, and commit the bundle in one commit; returns the commit URL."""
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
 
-    from .hub import check_repo_id, hub_errors, require_token
+    from .hub import check_repo_id, create_repo, hub_errors, require_token
 
     check_repo_id(repo_id, "--push-to")
+    check_hardware(hardware)
     token = require_token(token)
     api = HfApi(token=token)
     with hub_errors(repo_id, card_fix="check the YAML block of space/README.md (sdk, sdk_version, hf_oauth_scopes)"):
-        try:
-            api.create_repo(repo_id, repo_type="space", space_sdk="gradio", space_hardware=hardware,
-                            private=private or None, exist_ok=exist_ok)
-        except HfHubHTTPError as exc:
-            if exc.response is None or exc.response.status_code != 409:
-                raise
-            raise HubError(f"the Space {repo_id} already exists", "pass --exist-ok to update it") from exc
+        create_repo(api, repo_id, exist_ok=exist_ok, exists_fix="pass --exist-ok to update the Space",
+                    repo_type="space", space_sdk="gradio", space_hardware=hardware, private=private or None)
         info = api.upload_folder(repo_id=repo_id, repo_type="space", folder_path=bundle.folder,
                                  commit_message=f"forge-hub {__version__}{_commit_suffix()}",
                                  delete_patterns=REPLACED_ON_UPDATE)
     return info.commit_url
+
+
+def check_hardware(hardware: str | None) -> None:
+    """A Space hardware name the Hub knows (huggingface_hub's list), or None for the Hub's default."""
+    from huggingface_hub import SpaceHardware
+
+    known = [h.value for h in SpaceHardware]
+    if hardware is not None and hardware not in known:
+        raise HubError(f"unknown Space hardware {hardware!r}", f"use one of: {', '.join(known)}")
 
 
 def _commit_suffix() -> str:
