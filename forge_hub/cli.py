@@ -198,9 +198,11 @@ def _settings_from(args: argparse.Namespace, base: AblationSettings) -> Ablation
 def _load_prompt_lists(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     """--harmful/--harmless where given; the other sides from the prompt dataset, sampled."""
     from .cli_datasets import parse_names
+    from .modeling import resolve_source
     from .prompt_dataset import DEFAULT_SAMPLE, load_side
     from .prompts import load_prompts
 
+    resolve_source(args.model, args.revision)  # a mistyped model path fails before any prompt download
     lists, origins = [], []
     for side, given in (("harmful", args.harmful), ("harmless", args.harmless)):
         if given:

@@ -81,6 +81,14 @@ def test_missing_model(tmp_path, prompt_files, capsys):
                                     tmp_path / "out"], "does not exist")
 
 
+def test_missing_model_fails_before_any_prompt_is_read(tmp_path, monkeypatch, capsys):
+    def no_prompts(*args, **kwargs):
+        raise AssertionError("prompts were read for a model that does not exist")
+
+    monkeypatch.setattr("forge_hub.prompt_dataset.load_side", no_prompts)
+    expect_error(capsys, tmp_path, ["compute", tmp_path / "missing", "--out", tmp_path / "out"], "does not exist")
+
+
 def test_empty_prompt_list(tmp_path, tiny_model, prompt_files, capsys):
     _, s = prompt_files
     (tmp_path / "empty.txt").write_text("# nothing here\n")
