@@ -23,9 +23,9 @@ import json, os, shutil, sys, time
 from pathlib import Path
 import torch
 from transformers import AutoConfig  # part of the interpreter's start-up, not of the work measured
-from forge_hub.checkpoint import apply_to_checkpoint
-from forge_hub.directions import RefusalDirections
-from forge_hub.plan import AblationSettings
+from forge_hub.outputs.checkpoint import apply_to_checkpoint
+from forge_hub.abliterate.directions import RefusalDirections
+from forge_hub.schema import AblationSettings
 
 def status(key):
     for line in open("/proc/self/status"):
@@ -76,12 +76,13 @@ def build_checkpoint(folder: Path, hidden: int, layers: int, shard_size: str) ->
         for p in model.parameters():
             p.normal_(0, 0.02)
     model.save_pretrained(folder, max_shard_size=shard_size)
-    from forge_hub.directions import RefusalDirections
+    from forge_hub.abliterate.directions import RefusalDirections
+    from forge_hub.schema import DirectionMetadata
 
     means = torch.randn(2, layers + 1, hidden)
     diff = means[0] - means[1]
     RefusalDirections(means[0], means[1], diff / diff.norm(dim=1, keepdim=True),
-                      metadata={"selected_layer": layers // 2}).save(folder.parent / "dirs")
+                      metadata=DirectionMetadata(selected_layer=layers // 2)).save(folder.parent / "dirs")
 
 
 def main() -> int:

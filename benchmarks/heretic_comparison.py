@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _shared import direction_prompts, evaluation_prompts, refusing_fixture, shared_available, write_lines
+from forge_bench import direction_prompts, evaluation_prompts, refusing_fixture, shared_available, write_lines
 
 HERETIC_SYSTEM_PROMPT = "You are a helpful assistant."
 READ_HERETIC_STUDY = r"""
@@ -68,8 +68,9 @@ def run_heretic(heretic: Path, fixture: Path, files: dict[str, Path], work: Path
     print("$", " ".join(cmd), flush=True)
     start = time.time()
     # Heretic asks which trial to keep once it is done; with no terminal it stops there
-    subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=open(work / "heretic.log", "w"), stderr=subprocess.STDOUT,
-                   env={**os.environ, "TERM": "dumb"})
+    with open(work / "heretic.log", "w") as log:
+        subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                       env={**os.environ, "TERM": "dumb"})
     seconds = time.time() - start
     timing.write_text(str(seconds))
     return _read_heretic(python, checkpoints, seconds)
@@ -99,7 +100,8 @@ def run_forge_hub(fixture: Path, files: dict[str, Path], work: Path, trials: int
         cmd += ["--refusal-markers", str(markers)]
     print("$", " ".join(cmd), flush=True)
     start = time.time()
-    subprocess.run(cmd, check=True, stdout=open(work / "forge-hub.log", "w"), stderr=subprocess.STDOUT)
+    with open(work / "forge-hub.log", "w") as log:
+        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
     seconds = time.time() - start
     import optuna
 

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _shared import direction_prompts, evaluation_prompts, refusing_fixture, shared_available, write_lines
+from forge_bench import direction_prompts, evaluation_prompts, refusing_fixture, shared_available, write_lines
 
 
 def main() -> int:
@@ -42,21 +42,22 @@ def main() -> int:
     subprocess.run(cmd, check=True)
     run_seconds = time.time() - start
 
-    from forge_hub.evaluation import EvaluationSettings, evaluate_models
-    from forge_hub.modeling import load_model
-    from forge_hub.report import results_markdown
+    from forge_hub.evaluation.compare import EvaluationSettings, evaluate_models
+    from forge_hub.evaluation.report import results_markdown
+    from forge_hub.model.loading import load_model
 
     reference, tokenizer, _ = load_model(str(fixture))
     edited, _, _ = load_model(str(work / "abliterated"))
     eval_harmful, eval_harmless = evaluation_prompts()
-    result = evaluate_models(edited, tokenizer, eval_harmful, eval_harmless, reference,
-                             EvaluationSettings(max_new_tokens=args.tokens, batch_size=50), "forge-hub run (defaults)",
-                             "refusing-smollm2")
-    result["run_seconds"] = round(run_seconds, 1)
-    result["apply_settings"] = json.loads((work / "abliterated" / "abliteration.json").read_text())["settings"]
+    results = evaluate_models(edited, tokenizer, eval_harmful, eval_harmless, reference=reference,
+                              settings=EvaluationSettings(max_new_tokens=args.tokens, batch_size=50),
+                              model_name="forge-hub run (defaults)", reference_name="refusing-smollm2")
     print(f"\nforge-hub run took {run_seconds:.0f} s\n")
-    print(results_markdown(result))
+    print(results_markdown(results))
     if args.out:
+        result = results.to_dict()
+        result["run_seconds"] = round(run_seconds, 1)
+        result["apply_settings"] = json.loads((work / "abliterated" / "abliteration.json").read_text())["settings"]
         args.out.write_text(json.dumps(result, indent=2))
     return 0
 

@@ -31,7 +31,19 @@ from importlib import resources
 
 import datasets
 
-from forge_hub.errors import PromptError
+
+class SourceError(ValueError):
+    """A source cannot be read as prompts: ``message`` says what is wrong, ``hint`` how to fix it.
+
+    Its own class, so that the builder needs nothing but ``datasets`` (forge-hub turns it into its
+    ``PromptError``).
+    """
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
 
 BUILDER_VERSION = "1.0.0"  # of the builder's output; bump when rows or columns change meaning
 SIDES = ("harmful", "harmless")
@@ -54,7 +66,7 @@ _SUMANDORA = f"{_GITHUB}/Sumandora/remove-refusals-with-transformers/master"
 
 def _curated(side: str) -> str:
     """The curated list shipped inside the forge_hub package (a local path the download manager keeps)."""
-    return str(resources.files("forge_hub").joinpath("data", f"{side}.txt"))
+    return str(resources.files("datasets_builders").joinpath("data", f"curated-{side}.txt"))
 
 
 @dataclass(frozen=True)
@@ -147,13 +159,13 @@ def split_of(prompt: str) -> str:
 def select_sources(names: Iterable[str] | None = None, side: str | None = None) -> list[Source]:
     """Sources by config name or family (``jailbreakbench`` picks both sides), in priority order.
 
-    Raises :class:`PromptError` for a name that is neither, listing the valid ones.
+    Raises :class:`SourceError` for a name that is neither, listing the valid ones.
     """
     wanted = None if names is None else {n.strip() for n in names if n.strip()}
     known = set(SOURCE_NAMES) | {s.family for s in SOURCES}
     unknown = sorted((wanted or set()) - known)
     if unknown:
-        raise PromptError(f"unknown prompt source(s): {', '.join(unknown)}",
+        raise SourceError(f"unknown prompt source(s): {', '.join(unknown)}",
                           f"use source names ({', '.join(SOURCE_NAMES)}) or families "
                           f"({', '.join(sorted({s.family for s in SOURCES}))})")
     return [s for s in SOURCES if (side is None or s.side == side)
@@ -165,10 +177,10 @@ def check_urls(urls: dict[str, str | Sequence[str]] | None) -> dict[str, tuple[s
     out: dict[str, tuple[str, ...]] = {}
     for name, value in (urls or {}).items():
         if name not in SOURCE_NAMES:
-            raise PromptError(f"URL given for unknown source {name!r}", f"use one of {', '.join(SOURCE_NAMES)}")
+            raise SourceError(f"URL given for unknown source {name!r}", f"use one of {', '.join(SOURCE_NAMES)}")
         out[name] = (value,) if isinstance(value, str) else tuple(str(v) for v in value)
         if not out[name]:
-            raise PromptError(f"empty URL list for source {name!r}", "give at least one URL or path")
+            raise SourceError(f"empty URL list for source {name!r}", "give at least one URL or path")
     return out
 
 
@@ -234,9 +246,10 @@ def collect_rows(sources: Sequence[Source], urls: dict[str, tuple[str, ...]],
         try:
             paths = download(list(locations))
         except Exception as exc:  # network errors, 404s and missing files come in many types
-            raise PromptError(f"source {source.name!r}: could not fetch {', '.join(locations)} "
+            raise SourceError(f"source {source.name!r}: could not fetch {', '.join(locations)} "
                               f"({type(exc).__name__}: {exc})",
-                              f"check the network, or point it at a local copy (--url {source.name}=PATH)") from exc
+                              f"check the network, or point {source.name!r} at a local copy "
+                              "with a URL override") from exc
         for location, path in zip(locations, paths, strict=True):
             for prompt, category in read_source_file(source, location, str(path)):
                 text = normalize(prompt)
@@ -249,11 +262,11 @@ def collect_rows(sources: Sequence[Source], urls: dict[str, tuple[str, ...]],
 
 
 def read_source_file(source: Source, location: str, path: str) -> list[tuple[str, str | None]]:
-    """(prompt, category) pairs of one file, or a :class:`PromptError` naming the source and the file."""
+    """(prompt, category) pairs of one file, or a :class:`SourceError` naming the source and the file."""
     where = location if location == path else f"{location} (downloaded to {path})"
 
-    def fail(problem: str, hint: str) -> PromptError:
-        return PromptError(f"source {source.name!r}: {where}: {problem}", hint)
+    def fail(problem: str, hint: str) -> SourceError:
+        return SourceError(f"source {source.name!r}: {where}: {problem}", hint)
 
     with open(path, "rb") as f:
         raw = f.read()
@@ -292,7 +305,7 @@ def read_source_file(source: Source, location: str, path: str) -> list[tuple[str
     return pairs
 
 
-def _require_columns(source: Source, columns: list[str], fail: Callable[[str, str], PromptError]) -> None:
+def _require_columns(source: Source, columns: list[str], fail: Callable[[str, str], SourceError]) -> None:
     needed = [c for c in (source.column, source.category, source.keep[0] if source.keep else None) if c]
     missing = [c for c in needed if c not in columns]
     if missing:

@@ -1,35 +1,53 @@
-"""The steps end to end, as the CLI, the Space and scripts call them: compute, then apply."""
+"""The use cases end to end, as the CLI, the Space and scripts call them.
+
+    prompts -> compute (directions, layer choice) [-> optimize (parameter search)] -> apply -> evaluate -> publish
+
+Each function takes already-decided inputs (a loaded model, prompt lists, typed options) and
+returns a typed result; none of them prints, parses flags or knows about a web page.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from . import __version__
-from .activations import collect_residuals
-from .architecture import Architecture
-from .checkpoint import ARTIFACT_FILES, SETTINGS_FILE, ApplyReport, apply_to_checkpoint
-from .directions import RefusalDirections, compute_directions
-from .errors import ModelLoadError
-from .live import abliterate_model
-from .modeling import ModelSource, load_model, resolve_source
-from .plan import AblationSettings
-from .prompts import prompts_hash, split_held_out
-from .search import SearchOptions, finished_trials, pick_trial, run_search, trial_choice
-from .selection import LayerScores, default_candidates, score_layers
-from .staging import staged_output
+from forge_hub import __version__
+from forge_hub.abliterate.architecture import Architecture
+from forge_hub.abliterate.directions import RefusalDirections, compute_directions
+from forge_hub.abliterate.live import abliterate_model
+from forge_hub.abliterate.search import SearchOptions, finished_trials, pick_trial, run_search, trial_choice
+from forge_hub.abliterate.selection import LayerScores, default_candidates, score_layers
+from forge_hub.errors import ModelLoadError, SettingsError
+from forge_hub.evaluation.compare import EvaluationSettings, evaluate_models
+from forge_hub.hub.push import PushResult
+from forge_hub.model.activations import collect_residuals
+from forge_hub.model.loading import ModelSource, download_checkpoint, load_model, resolve_source
+from forge_hub.outputs.checkpoint import ARTIFACT_FILES, ApplyReport, apply_to_checkpoint, document_output
+from forge_hub.outputs.staging import staged_output
+from forge_hub.prompts.choice import PromptLists
+from forge_hub.prompts.sources import prompts_hash, split_held_out
+from forge_hub.schema import (
+    AblationSettings,
+    DirectionMetadata,
+    EvaluationResults,
+    LayerSelection,
+    PromptProvenance,
+    PromptSet,
+    SearchRecord,
+)
 
 log = logging.getLogger("forge_hub")
 
 
 @dataclass
 class ComputeOptions:
+    """How to measure the directions and choose the layer."""
+
     method: str = "projected"  # mean_diff | projected | svd
     num_directions: int = 1  # svd only
     positions: tuple[int, ...] = (-1,)
@@ -45,56 +63,81 @@ class ComputeOptions:
     settings: AblationSettings = field(default_factory=AblationSettings)  # how scoring ablates
 
 
-def compute(model: torch.nn.Module, tokenizer: object, source: ModelSource, harmful: list[str], harmless: list[str],
+def _prompt_set(prompts: Sequence[str], source: str | None = None) -> PromptSet:
+    return PromptSet(count=len(prompts), hash=prompts_hash(list(prompts)), source=source)
+
+
+def compute(model: torch.nn.Module, tokenizer: object, source: ModelSource, prompts: PromptLists, *,
             options: ComputeOptions | None = None, progress: bool = True) -> RefusalDirections:
-    """Residual statistics -> per-layer directions -> measured layer choice -> artifact."""
+    """Residual statistics -> per-layer directions -> measured layer choice -> artifact.
+
+    The artifact's metadata records the model, the method, which prompts were read (sources,
+    counts, hashes) and the chosen layer with the settings ``apply`` will use.
+
+    Example::
+
+        model, tokenizer, source = load_model("HuggingFaceTB/SmolLM2-135M-Instruct")
+        artifact = compute(model, tokenizer, source, load_prompt_lists(PromptChoice()))
+        artifact.save("directions")
+    """
     options = options or ComputeOptions()
     start = time.time()
     arch = Architecture.from_config(model.config)
     measure = options.layer is None
     fraction = options.held_out_fraction if measure else 0.0
-    harm_dir, harm_held = split_held_out(harmful, fraction, options.seed)
-    safe_dir, safe_held = split_held_out(harmless, fraction, options.seed)
+    harm_dir, harm_held = split_held_out(prompts.harmful, fraction, options.seed)
+    safe_dir, safe_held = split_held_out(prompts.harmless, fraction, options.seed)
     keep = options.method == "svd"
     kwargs = dict(batch_size=options.batch_size, system_prompt=options.system_prompt, positions=options.positions,
                   winsorize_quantile=options.winsorize_quantile)
     harm_stats = collect_residuals(model, tokenizer, harm_dir, keep_per_prompt=keep, desc="harmful", **kwargs)
     safe_stats = collect_residuals(model, tokenizer, safe_dir, desc="harmless", **kwargs)
-    directions, subspaces = compute_directions(harm_stats, safe_stats, options.method, options.num_directions)
-    artifact = RefusalDirections(harm_stats.mean, safe_stats.mean, directions, subspaces)
-    artifact.metadata = {
-        "model": source.id, "revision": source.revision, "source_kind": source.kind,
-        "model_type": arch.model_type, "hidden_size": arch.hidden_size, "num_layers": arch.num_layers,
-        "method": options.method, "num_directions": options.num_directions if subspaces is not None else 1,
-        "positions": list(options.positions), "system_prompt": options.system_prompt,
-        "winsorize_quantile": options.winsorize_quantile,
-        "prompts": {
-            "harmful": {"count": len(harm_dir), "hash": prompts_hash(harm_dir)},
-            "harmless": {"count": len(safe_dir), "hash": prompts_hash(safe_dir)},
-            "held_out_harmful": {"count": len(harm_held), "hash": prompts_hash(harm_held)},
-            "held_out_harmless": {"count": len(safe_held), "hash": prompts_hash(safe_held)},
-        },
-        "forge_hub_version": __version__,
-    }
+    directions, subspaces = compute_directions(harm_stats, safe_stats, method=options.method,
+                                               num_directions=options.num_directions)
+    metadata = DirectionMetadata(
+        model=source.id, revision=source.revision, source_kind=source.kind, model_type=arch.model_type,
+        hidden_size=arch.hidden_size, num_layers=arch.num_layers, method=options.method,
+        num_directions=options.num_directions if subspaces is not None else 1, positions=list(options.positions),
+        system_prompt=options.system_prompt, winsorize_quantile=options.winsorize_quantile,
+        prompts=PromptProvenance(harmful=_prompt_set(harm_dir, prompts.harmful_source),
+                                 harmless=_prompt_set(safe_dir, prompts.harmless_source),
+                                 held_out_harmful=_prompt_set(harm_held), held_out_harmless=_prompt_set(safe_held)),
+        forge_hub_version=__version__)
+    artifact = RefusalDirections(harm_stats.mean, safe_stats.mean, directions, subspaces, metadata=metadata)
     artifact.scores["separation"] = artifact.separation()
     if measure:
         scores = score_layers(model, tokenizer, artifact, options.settings, harm_held, safe_held,
-                              options.candidates or default_candidates(arch.num_layers), options.max_kl, options.kl_weight,
-                              options.batch_size, options.system_prompt, progress)
+                              candidates=options.candidates or default_candidates(arch.num_layers),
+                              max_kl=options.max_kl, kl_weight=options.kl_weight, batch_size=options.batch_size,
+                              system_prompt=options.system_prompt, progress=progress)
         _store_scores(artifact, scores)
         layer = float(scores.chosen)
     else:
         layer = options.layer * arch.num_layers if 0 < options.layer < 1 else float(options.layer)
-        artifact.metadata["selection"] = {"how": "given"}
-    artifact.metadata["selected_layer"] = layer
-    artifact.metadata["apply_settings"] = dataclasses.replace(options.settings, direction_layer=layer).to_dict()
-    artifact.metadata["compute_seconds"] = round(time.time() - start, 1)
+        artifact.metadata.selection = LayerSelection(how="given")
+    artifact.metadata.selected_layer = layer
+    artifact.metadata.apply_settings = options.settings.replace(direction_layer=layer)
+    artifact.metadata.compute_seconds = round(time.time() - start, 1)
     return artifact
 
 
-def optimize(model: torch.nn.Module, tokenizer: object, source: ModelSource, harmful: list[str], harmless: list[str],
+@dataclass
+class SearchOutcome:
+    """What ``optimize`` found: the artifact carrying the picked settings, the study and the pick."""
+
+    artifact: RefusalDirections
+    study: object  # optuna.Study
+    chosen: object  # optuna.trial.FrozenTrial
+
+    @property
+    def record(self) -> SearchRecord:
+        return self.artifact.metadata.search  # type: ignore[return-value]
+
+
+def optimize(model: torch.nn.Module, tokenizer: object, source: ModelSource, prompts: PromptLists, *,
              options: ComputeOptions, search: SearchOptions, eval_harmful: list[str] | None = None,
-             eval_harmless: list[str] | None = None, pick: int | None = None, progress: bool = True):
+             eval_harmless: list[str] | None = None, pick: int | None = None,
+             progress: bool = True) -> SearchOutcome:
     """Compute (or reuse) the directions, run or resume the search, and return the artifact
     carrying the picked trial's method and settings, with the study.
 
@@ -103,34 +146,31 @@ def optimize(model: torch.nn.Module, tokenizer: object, source: ModelSource, har
     search searches the same directions.
     """
     cache = search.storage.with_suffix(".directions")
-    artifact = None
     if (cache / "refusal.safetensors").exists():
         artifact = RefusalDirections.load(cache)
-        if artifact.metadata.get("model") != source.id:
-            raise ModelLoadError(f"study {search.storage} belongs to {artifact.metadata.get('model')}, not {source.id}",
-                                 "use another --study file for this model")
+        if artifact.metadata.model != source.id:
+            raise ModelLoadError(f"study {search.storage} belongs to {artifact.metadata.model}, not {source.id}",
+                                 "use another {study} file for this model", input="study")
         log.info("reusing directions from %s", cache)
     else:
-        artifact = compute(model, tokenizer, source, harmful, harmless, options, progress)
+        artifact = compute(model, tokenizer, source, prompts, options=options, progress=progress)
         artifact.save(cache)
     if eval_harmful is None or eval_harmless is None:
         fraction = options.held_out_fraction or 0.25
-        eval_harmful = eval_harmful or split_held_out(harmful, fraction, options.seed)[1]
-        eval_harmless = eval_harmless or split_held_out(harmless, fraction, options.seed)[1]
-    study = run_search(model, tokenizer, artifact, eval_harmful, eval_harmless, search, progress)
-    chosen, rule = pick_trial(study, len(eval_harmful), search.pick_max_kl, pick)
+        eval_harmful = eval_harmful or split_held_out(prompts.harmful, fraction, options.seed)[1]
+        eval_harmless = eval_harmless or split_held_out(prompts.harmless, fraction, options.seed)[1]
+    study = run_search(model, tokenizer, artifact, eval_harmful, eval_harmless, search, progress=progress)
+    chosen, rule = pick_trial(study, len(eval_harmful), max_kl=search.pick_max_kl, number=pick)
     method, settings = trial_choice(chosen)
     result = artifact.with_method(method)
-    result.metadata["apply_settings"] = settings.to_dict()
-    result.metadata["search"] = {
-        "study": str(search.storage.resolve()), "study_name": search.study_name, "trial": chosen.number,
-        "refusals": chosen.values[0], "kl": chosen.values[1], "eval_prompts": {
-            "harmful": {"count": len(eval_harmful), "hash": prompts_hash(eval_harmful)},
-            "harmless": {"count": len(eval_harmless), "hash": prompts_hash(eval_harmless)}},
-        "max_new_tokens": search.max_new_tokens, "trials": len(finished_trials(study)),
-        "pick": rule,
-    }
-    return result, study, chosen
+    result.metadata = result.metadata.replace(
+        prompts=artifact.metadata.prompts.with_sources(prompts.harmful_source, prompts.harmless_source),
+        apply_settings=settings,
+        search=SearchRecord(study=str(search.storage.resolve()), study_name=search.study_name, trial=chosen.number,
+                            refusals=chosen.values[0], kl=chosen.values[1],
+                            eval_prompts={"harmful": _prompt_set(eval_harmful), "harmless": _prompt_set(eval_harmless)},
+                            max_new_tokens=search.max_new_tokens, trials=len(finished_trials(study)), pick=rule))
+    return SearchOutcome(result, study, chosen)
 
 
 def _store_scores(artifact: RefusalDirections, scores: LayerScores) -> None:
@@ -141,45 +181,36 @@ def _store_scores(artifact: RefusalDirections, scores: LayerScores) -> None:
     kl[scores.layers] = torch.tensor(scores.kl)
     artifact.scores["refusal_probability"] = refusal
     artifact.scores["kl"] = kl
-    artifact.metadata["selection"] = {
-        "how": "measured", "baseline_refusal_probability": scores.baseline_refusal,
-        "refusal_token_ids": scores.refusal_tokens, "candidates": scores.layers,
-    }
+    artifact.metadata.selection = LayerSelection(how="measured", baseline_refusal_probability=scores.baseline_refusal,
+                                                 refusal_token_ids=scores.refusal_tokens, candidates=scores.layers)
 
 
-def apply(source: str, artifact: RefusalDirections, out: str | Path, settings: AblationSettings | None = None,
+GGUF_OUTPUTS = ("gguf", "safetensors")
+
+
+def apply(source: str, artifact: RefusalDirections, out: str | Path, *, settings: AblationSettings | None = None,
           revision: str | None = None, overwrite: bool = False, dtype: str = "auto", trust_remote_code: bool = False,
           progress: bool = True, gguf_output: str = "gguf") -> ApplyReport:
     """Write an abliterated copy of ``source`` (folder, Hub id or GGUF file) to ``out``.
 
     Checkpoint folders and Hub ids are streamed shard by shard. A GGUF file stays GGUF
     (``out/<same name>.gguf``, only the residual writers requantized, see
-    :mod:`forge_hub.gguf_edit`); ``gguf_output="safetensors"`` instead dequantizes it through
+    :mod:`forge_hub.outputs.gguf.edit`); ``gguf_output="safetensors"`` instead dequantizes it through
     transformers (``dtype``), edits it in memory and saves safetensors.
     """
-    settings = settings or AblationSettings.from_dict(artifact.metadata.get("apply_settings", {}))
+    settings = settings or artifact.metadata.apply_settings
+    if gguf_output not in GGUF_OUTPUTS:
+        raise SettingsError(f"unknown GGUF output {gguf_output!r}", f"use one of {', '.join(GGUF_OUTPUTS)}",
+                            input="gguf_output")
     src = resolve_source(source, revision)
     if src.kind == "gguf":
         if gguf_output == "safetensors":
             return _apply_in_memory(src, artifact, out, settings, overwrite, dtype, trust_remote_code)
-        if gguf_output != "gguf":
-            raise ValueError(f"unknown gguf_output {gguf_output!r}: use 'gguf' or 'safetensors'")
-        from .gguf_edit import apply_to_gguf
+        from forge_hub.outputs.gguf.edit import apply_to_gguf
 
-        return apply_to_gguf(src.id, out, artifact, settings, overwrite, progress)
-    folder = Path(src.id) if src.kind == "folder" else _download_checkpoint(src)
-    return apply_to_checkpoint(folder, out, artifact, settings, overwrite, progress)
-
-
-def _download_checkpoint(src: ModelSource) -> Path:
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(src.id, revision=src.revision, allow_patterns=[
-            "*.safetensors", "*.json", "*.jinja", "*.model", "*.txt", "*.tiktoken", "tokenizer*"]))
-    except Exception as exc:
-        raise ModelLoadError(f"could not download {src.id}: {type(exc).__name__}: {exc}",
-                             "check the id, --revision and your login (`hf auth login`); offline, use a local folder") from exc
+        return apply_to_gguf(src.id, out, artifact, settings, overwrite=overwrite, progress=progress)
+    folder = Path(src.id) if src.kind == "folder" else download_checkpoint(src)
+    return apply_to_checkpoint(folder, out, artifact, settings, overwrite=overwrite, progress=progress)
 
 
 def _apply_in_memory(src: ModelSource, artifact: RefusalDirections, out: str | Path, settings: AblationSettings,
@@ -190,10 +221,76 @@ def _apply_in_memory(src: ModelSource, artifact: RefusalDirections, out: str | P
     with staged_output(out, overwrite) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        artifact.metadata["apply_settings"] = settings.to_dict()
-        artifact.save(tmp)
-        (tmp / SETTINGS_FILE).write_text(json.dumps({
-            "source": src.id, "settings": settings.to_dict(), "edited_tensors": sorted(plan.edits)}, indent=2) + "\n")
+        document_output(tmp, artifact, settings, src.id, sorted(plan.edits))
         shards = len(list(tmp.glob("*.safetensors"))) - 1
         written = sum(p.stat().st_size for p in tmp.iterdir() if p.name not in ARTIFACT_FILES)
     return ApplyReport(Path(out).expanduser().resolve(), len(plan), plan.layers(), shards, written)
+
+
+def evaluate(model: torch.nn.Module, tokenizer: object, harmful: Sequence[str], harmless: Sequence[str], *,
+             reference: torch.nn.Module | None = None, settings: EvaluationSettings | None = None,
+             model_name: str = "model", reference_name: str | None = None,
+             prompt_sources: dict[str, str] | None = None) -> EvaluationResults:
+    """A model against its original on harmful and harmless prompts (use prompts the directions
+    were not computed from): refusals, over-refusals, first-token KL, answer cross-entropy.
+
+    Example::
+
+        results = evaluate(edited, tokenizer, harmful, harmless, reference=original)
+        Path("evaluation.json").write_text(results.to_json())
+    """
+    return evaluate_models(model, tokenizer, harmful, harmless, reference=reference, settings=settings,
+                           model_name=model_name, reference_name=reference_name, prompt_sources=prompt_sources)
+
+
+def write_results(results: EvaluationResults, out: str | Path) -> tuple[Path, Path]:
+    """``out`` (the results JSON) and the Markdown report beside it (``.md``), each written whole."""
+    from forge_hub.evaluation.report import results_markdown
+    from forge_hub.outputs.staging import write_file
+
+    out = Path(out).expanduser()
+    markdown = out.with_suffix(".md")
+    write_file(out, results.to_json())
+    write_file(markdown, results_markdown(results))
+    return out, markdown
+
+
+def check_publish(repo_id: str, *, gguf_types: str | Sequence[str] | None = None, gguf_repo: str | None = None,
+                  token: str | None = None, dry_run: bool = False) -> tuple[list[str], str | None]:
+    """Everything a publication checks before long work (a run, a GGUF export): the repo ids, the
+    GGUF types and their quantizer, the token. Returns (GGUF types, token)."""
+    from forge_hub.hub.push import check_push_target
+    from forge_hub.outputs.gguf.export import check_types
+
+    types = check_types(gguf_types)
+    return types, check_push_target(repo_id, gguf_repo=gguf_repo, token=token, dry_run=dry_run)
+
+
+def push(folder: str | Path, repo_id: str, *, token: str | None = None, private: bool = False,
+            exist_ok: bool = False, gguf_types: str | Sequence[str] | None = None, gguf_repo: str | None = None,
+            gguf_files: Sequence[str | Path] = (), results: str | Path | None = None, license: str | None = None,
+            base_model: str | None = None, message: str | None = None, dry_run: bool = False,
+            progress: bool = True) -> PushResult:
+    """Push an abliterated folder with its card, results and direction; with ``gguf_types``, GGUF
+    files of those types are written first (to a temporary folder) and pushed too (to ``gguf_repo``
+    when given). Every input is checked before the export and before the first request.
+
+    Example::
+
+        push("smollm2-abliterated", "me/smollm2-abliterated", gguf_types="Q8_0", dry_run=True)
+    """
+    import tempfile
+
+    from forge_hub.hub.push import check_push_inputs, push_model
+    from forge_hub.outputs.gguf.export import check_types, export_gguf
+
+    folder = Path(folder).expanduser()
+    types = check_types(gguf_types)
+    token = check_push_inputs(folder, repo_id, gguf_repo=gguf_repo, token=token, dry_run=dry_run)
+    with tempfile.TemporaryDirectory(prefix="forge-hub-gguf-") as tmp:
+        files = [Path(f) for f in gguf_files]
+        if types:
+            files += export_gguf(folder, Path(tmp), types, name=repo_id.split("/")[-1], progress=progress)
+        return push_model(folder, repo_id, token=token, private=private, exist_ok=exist_ok, gguf_files=files,
+                          gguf_repo=gguf_repo, results=Path(results) if results else None, license=license,
+                          commit_message=message, dry_run=dry_run, base_model=base_model, progress=progress)

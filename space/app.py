@@ -1,12 +1,13 @@
 """forge-hub as a Gradio app: compute a refusal direction, apply it, evaluate, chat, publish.
 
-Thin on purpose: every step is a forge_hub function (the same ones the CLI calls); this file
-only lays out widgets, turns forge-hub errors into messages on the page, and sends the GPU-bound
-steps through one ``@spaces.GPU`` entry point. Run it on your own machine with
+Thin on purpose: every step is a function of :mod:`forge_hub.webapp.steps` (which calls the same
+pipeline as the CLI); this file only lays out widgets, formats results, turns forge-hub errors into
+messages on the page (naming the page's own fields), and gives the steps its ``@spaces.GPU`` entry
+points. Run it on your own machine with
 ``python space/app.py`` (CPU or CUDA; ZeroGPU's decorator then does nothing, and local model
 folders are accepted too).
 
-Each browser session works in its own folder (forge_hub.workspace), removed when the tab
+Each browser session works in its own folder (forge_hub.webapp.workspace), removed when the tab
 closes. A visitor's Hugging Face token reaches only the push handler, as a ``gr.OAuthToken``
 argument, and goes straight to the Hub: it is never stored, logged or shown.
 """
@@ -17,22 +18,29 @@ import contextlib
 import functools
 import inspect
 import os
-from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 import spaces  # ZeroGPU: imported before forge_hub (torch) initialises anything CUDA
 
-from forge_hub import layer_plot, report, space_support
+from forge_hub.abliterate import layer_plot
+from forge_hub.abliterate.search import DEFAULT_PICK_MAX_KL
 from forge_hub.errors import ForgeHubError
-from forge_hub.search import DEFAULT_PICK_MAX_KL
-from forge_hub.space_jobs import ChatJob, ComputeJob, EvaluateJob, loaded_models
-from forge_hub.workspace import SessionFolders
+from forge_hub.evaluation import report
+from forge_hub.webapp import checks, steps
+from forge_hub.webapp.jobs import loaded_models
+from forge_hub.webapp.workspace import SessionFolders
 
 TITLE = "forge-hub: remove refusals from a chat model"
 GPU_CONCURRENCY = int(os.environ.get("FORGE_HUB_SPACE_GPU_CONCURRENCY", "1"))
 EXAMPLE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 folders = SessionFolders()
+# How the page names the inputs an error points at (the library names them by parameter).
+FIELDS = {"model": "“Model”", "revision": "“Revision”", "dataset": "“Prompt dataset”",
+          "prompts_dataset": "“Prompt dataset”", "sources": "“Sources”", "n_prompts": "“Prompts per side”",
+          "layer": "“Layer”", "search_trials": "“Search trials”", "repo": "“Repository name”",
+          "push_to": "“Repository name”", "exist_ok": "“Update the repo if it exists”", "gguf": "“GGUF variants”",
+          "chat_template": "a model that has a chat template"}
 
 
 @spaces.GPU(duration=lambda job: job.seconds)
@@ -70,19 +78,13 @@ def _as_page_errors():
     try:
         yield
     except ForgeHubError as exc:
-        fix = f"<br><b>Fix:</b> {exc.hint}" if exc.hint else ""
-        raise gr.Error(f"{exc.message}{fix}", title="Could not do that", print_exception=False) from exc
-    except ValueError as exc:  # the library's checks of settings speak to the user too
-        raise gr.Error(str(exc), title="Could not do that", print_exception=False) from exc
+        message, hint = exc.render(lambda name: FIELDS.get(name, f"the {name.replace('_', ' ')} setting"))
+        fix = f"<br><b>Fix:</b> {hint}" if hint else ""
+        raise gr.Error(f"{message}{fix}", title="Could not do that", print_exception=False) from exc
 
 
 def _session(request: gr.Request):
     return folders.open(request.session_hash)
-
-
-def _needs(step: str, path: Path) -> None:
-    if not path.exists():
-        raise gr.Error(f"Run “{step}” first.", title="One step is missing", print_exception=False)
 
 
 def _layer(text: str | float | None) -> float | None:
@@ -99,76 +101,47 @@ def _layer(text: str | float | None) -> float | None:
     return value
 
 
-def _prompt_lists(dataset: str, sources: list[str] | None, split: str, n: int) -> tuple[list[str], list[str]]:
-    from forge_hub.prompt_dataset import load_side
-
-    dataset = space_support.check_dataset(dataset, allow_local=not space_support.on_space())
-    return tuple(load_side(side, dataset, split, int(n), 0, sources or None) for side in ("harmful", "harmless"))
+def _progress(progress):
+    return lambda fraction, text: progress(fraction, desc=text)
 
 
 @shows_errors
 def compute_step(model_id: str, revision: str, dataset: str, sources: list[str], n_prompts: float, method: str,
                  layer: str | None, search_trials: float, request: gr.Request,
                  progress=gr.Progress(track_tqdm=True)):
-    from forge_hub.directions import RefusalDirections
-    from forge_hub.pipeline import ComputeOptions
-
-    fixed_layer = _layer(layer)
-    progress(0, desc="checking the model")
-    info = space_support.check_model(model_id, revision, allow_local=not space_support.on_space())
-    space_support.check_fits(info, copies=2)  # evaluation and chat hold both models: refuse now, not later
-    progress(0.02, desc="reading the prompts")
-    harmful, harmless = _prompt_lists(dataset, sources, "train", n_prompts)
-    progress(0.05, desc="downloading the model")
-    local = space_support.local_copy(info)
-    ws = _session(request)
-    ws.reset()
-    trials = int(search_trials or 0)
-    seconds = space_support.compute_seconds(info, len(harmful), space_support.num_layers(local), search_trials=trials)
-    options = ComputeOptions(method=method, layer=fixed_layer)
-    what = f"computing directions and searching {trials} settings" if trials else "computing directions"
-    progress(0.1, desc=f"{what} (up to {seconds}s of GPU)")
-    on_gpu(ComputeJob(str(local), info.source, harmful, harmless, str(ws.directions), options, seconds,
-                      search_trials=trials, search_dir=str(ws.search)))
-    ws.save_state(model=info.to_dict(), local_path=str(local), dataset=dataset, sources=sources or [])
-    artifact = RefusalDirections.load(ws.directions)
+    outcome = steps.compute_step(lambda: _session(request), model_id=model_id, revision=revision or None,
+                                 dataset=dataset, sources=sources, n_prompts=int(n_prompts), method=method,
+                                 layer=_layer(layer), search_trials=int(search_trials or 0), run=on_gpu,
+                                 progress=_progress(progress))
+    info, artifact = outcome.info, outcome.artifact
     meta = artifact.metadata
     rows = layer_plot.layer_rows(artifact)
-    prompts = meta["prompts"]
-    summary = (f"**{info.label}**: {meta['num_layers']} layers, {info.size_label}. "
-               f"Directions ({meta['method']}) from {prompts['harmful']['count']} harmful and "
-               f"{prompts['harmless']['count']} harmless prompts; {prompts['held_out_harmful']['count']} + "
-               f"{prompts['held_out_harmless']['count']} held out to score layers. "
-               f"**Chosen layer: {artifact.selected_layer:g}** ({meta['selection']['how']}).")
-    front = None
-    if "search" in meta:
-        found = meta["search"]
-        summary += (f"\n\n**Search**: {found['trials']} trials scored on the held-out prompts; picked trial "
-                    f"{found['trial']}: {found['refusals']:.0f}/{found['eval_prompts']['harmful']['count']} refused, "
-                    f"first-token KL {found['kl']:.3f} ({found['pick']}): method {meta['method']}, direction of layer "
-                    f"{meta['apply_settings']['direction_layer']:.2f}. Apply uses these settings.")
-        front = str(ws.search / "front.png")
+    prompts = meta.prompts
+    summary = (f"**{info.label}**: {meta.num_layers} layers, {info.size_label}. "
+               f"Directions ({meta.method}) from {prompts.harmful.count} harmful and "
+               f"{prompts.harmless.count} harmless prompts; {prompts.held_out_harmful.count} + "
+               f"{prompts.held_out_harmless.count} held out to score layers. "
+               f"**Chosen layer: {artifact.selected_layer:g}** ({meta.selection.how}).")
+    if meta.search is not None:
+        found = meta.search
+        summary += (f"\n\n**Search**: {found.trials} trials scored on the held-out prompts; picked trial "
+                    f"{found.trial}: {found.refusals:.0f}/{found.eval_prompts['harmful'].count} refused, "
+                    f"first-token KL {found.kl:.3f} ({found.pick}): method {meta.method}, direction of layer "
+                    f"{meta.apply_settings.direction_layer:.2f}. Apply uses these settings.")
     if any(r["chosen"] and r["separation"] == 0 for r in rows):
         gr.Warning(f"Layer {artifact.selected_layer:g} does not separate harmful from harmless prompts at all, so "
                    "its direction is zero and applying it changes nothing. Leave the layer empty to measure one.")
     table = pd.DataFrame(rows, columns=list(layer_plot.COLUMNS)).round(4)
+    ws = _session(request)
     files = [str(ws.directions / "refusal.safetensors"), str(ws.directions / "refusal.json")]
     figure = layer_plot.layer_figure(artifact, title=f"{info.label}: harmful vs harmless, per layer")
+    front = str(outcome.front_plot) if outcome.front_plot else None
     return summary, figure, table, files, gr.Image(value=front, visible=front is not None)
 
 
 @shows_errors
 def apply_step(request: gr.Request, progress=gr.Progress(track_tqdm=True)):
-    from forge_hub.directions import RefusalDirections
-    from forge_hub.pipeline import apply
-
-    ws = _session(request)
-    _needs("1. Compute directions", ws.directions / "refusal.safetensors")
-    progress(0, desc="writing the abliterated model")
-    artifact = RefusalDirections.load(ws.directions)
-    # a GGUF source becomes a safetensors folder here: evaluation, chat and the push read that
-    result = apply(ws.state()["local_path"], artifact, ws.model, overwrite=True, gguf_output="safetensors")
-    ws.results.unlink(missing_ok=True)  # an earlier evaluation was of an earlier edit
+    artifact, result = steps.apply_step(_session(request), progress=_progress(progress))
     layers = result.edited_layers
     span = f"layers {layers[0]}–{layers[-1]}" if layers else "no layers"
     return (f"Edited **{result.edited_tensors} tensors** in {span} with the direction of layer "
@@ -179,31 +152,17 @@ def apply_step(request: gr.Request, progress=gr.Progress(track_tqdm=True)):
 @shows_errors
 def evaluate_step(n_prompts: float, max_new_tokens: float, request: gr.Request,
                   progress=gr.Progress(track_tqdm=True)):
-    from forge_hub.evaluation import EvaluationSettings
-
     ws = _session(request)
-    _needs("2. Apply", ws.model)
-    state = ws.state()
-    info = space_support.ModelInfo.from_dict(state["model"])
-    progress(0, desc="reading the test prompts")
-    harmful, harmless = _prompt_lists(state["dataset"], state["sources"], "test", n_prompts)
-    settings = EvaluationSettings(max_new_tokens=int(max_new_tokens), samples=5)
-    seconds = space_support.evaluate_seconds(info, len(harmful) + len(harmless), settings.max_new_tokens)
-    dataset = state["dataset"] or "default prompt dataset"
-    job = EvaluateJob(state["local_path"], str(ws.model), harmful, harmless, str(ws.results), settings,
-                      model_name=f"{info.label} (abliterated)", reference_name=info.label,
-                      prompt_sources={"harmful": f"{dataset} harmful/test", "harmless": f"{dataset} harmless/test"},
-                      seconds=seconds)
-    progress(0.05, desc=f"answering {len(harmful) + len(harmless)} prompts with both models (up to {seconds}s of GPU)")
-    result = on_gpu(job)
+    result = steps.evaluate_step(ws, n_prompts=int(n_prompts), max_new_tokens=int(max_new_tokens), run=on_gpu,
+                                 progress=_progress(progress))
     markdown = ws.path / "results.md"
     markdown.write_text(report.results_markdown(result), encoding="utf-8")
     headers, rows = report.comparison_rows(result)
     sample_headers, samples = report.sample_rows(result)
-    r = result["results"]
-    summary = (f"Harmful prompts refused: **{r['reference']['refusals']} → {r['model']['refusals']}** of "
-               f"{len(harmful)}; harmless refused: {r['reference']['over_refusals']} → {r['model']['over_refusals']} "
-               f"of {len(harmless)}; first-token KL {r['kl_divergence']:.4f}.")
+    r = result.results
+    summary = (f"Harmful prompts refused: **{r.reference.refusals} → {r.model.refusals}** of "
+               f"{result.harmful_count}; harmless refused: {r.reference.over_refusals} → {r.model.over_refusals} "
+               f"of {result.harmless_count}; first-token KL {r.kl_divergence:.4f}.")
     return (summary, pd.DataFrame(rows, columns=headers), pd.DataFrame(samples, columns=sample_headers),
             [str(ws.results), str(markdown)])
 
@@ -222,19 +181,12 @@ def _as_messages(history: list[dict]) -> list[dict[str, str]]:
 @shows_errors
 def chat_step(message: str, original: list[dict], abliterated: list[dict], max_new_tokens: float,
               request: gr.Request):
-    ws = _session(request)
-    _needs("2. Apply", ws.model)
-    message = (message or "").strip()
-    if not message:
-        raise gr.Error("Type a message first.", print_exception=False)
-    state = ws.state()
-    info = space_support.ModelInfo.from_dict(state["model"])
-    turn = {"role": "user", "content": message}
+    turn = {"role": "user", "content": (message or "").strip()}
     before, after = _as_messages(original) + [turn], _as_messages(abliterated) + [turn]
-    job = ChatJob(state["local_path"], str(ws.model), before, after, int(max_new_tokens),
-                  space_support.chat_seconds(info, int(max_new_tokens)))
+    answers = steps.chat_step(_session(request), original=before, abliterated=after,
+                              max_new_tokens=int(max_new_tokens), run_stream=on_gpu_stream)
     yield before, after, ""  # the question shows at once on both sides
-    for answer_before, answer_after in on_gpu_stream(job):
+    for answer_before, answer_after in answers:
         yield (before + [{"role": "assistant", "content": answer_before}],
                after + ([{"role": "assistant", "content": answer_after}] if answer_after is not None else []), "")
 
@@ -242,26 +194,10 @@ def chat_step(message: str, original: list[dict], abliterated: list[dict], max_n
 @shows_errors
 def push_step(repo_name: str, private: bool, overwrite: bool, gguf_types: list[str], profile: gr.OAuthProfile | None,
               oauth_token: gr.OAuthToken | None, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
-    token = _push_token(oauth_token)
-    ws = _session(request)
-    _needs("2. Apply", ws.model)
-    info = space_support.ModelInfo.from_dict(ws.state()["model"])
-    progress(0, desc="checking your login")
-    user, orgs = space_support.namespaces(token)
-    repo_id = space_support.target_repo(repo_name, profile.username if profile else user, orgs,
-                                        default=space_support.default_repo_name(info))
-    space_support.check_new_repo(repo_id, token, update=bool(overwrite))
-    gguf_files = []
-    if gguf_types:
-        from forge_hub.gguf_export import export_gguf
-
-        progress(0.1, desc=f"writing GGUF files ({', '.join(gguf_types)})")
-        gguf_files = export_gguf(ws.model, ws.gguf, list(gguf_types), name=repo_id.split("/")[-1], overwrite=True)
-    from forge_hub.hub import push_model
-
-    progress(0.3, desc=f"uploading to {repo_id}")
-    result = push_model(ws.model, repo_id, token=token, private=bool(private), exist_ok=bool(overwrite),
-                        gguf_files=gguf_files, results=ws.results if ws.results.exists() else None)
+    repo_id, result = steps.publish_step(_session(request), repo_name=repo_name, private=bool(private),
+                                         update=bool(overwrite), gguf_types=gguf_types or [],
+                                         token=_push_token(oauth_token),
+                                         username=profile.username if profile else None, progress=_progress(progress))
     return _push_summary(result, repo_id)
 
 
@@ -270,7 +206,7 @@ def _push_token(oauth_token: gr.OAuthToken | None) -> str:
     only mock it), the machine's own login is the user's, so `hf auth login` / HF_TOKEN serve."""
     if oauth_token is not None:
         return oauth_token.token
-    if not space_support.on_space():
+    if not checks.on_space():
         from huggingface_hub import get_token
 
         token = get_token()
@@ -308,17 +244,17 @@ def _source_choices() -> list[str]:
 def _gguf_choices() -> list[str]:
     """forge-hub writes the numpy types itself; k-quants only where llama.cpp's quantizer is installed."""
     try:
-        from forge_hub.gguf_llama_cpp import find_quantizer
-        from forge_hub.gguf_quant import LLAMA_CPP_TYPES, NUMPY_TYPES
+        from forge_hub.outputs.gguf.llama_cpp import find_quantizer
+        from forge_hub.outputs.gguf.quant import LLAMA_CPP_TYPES, NUMPY_TYPES
     except ImportError:
         return []
     return list(NUMPY_TYPES) + (list(LLAMA_CPP_TYPES) if find_quantizer() is not None else [])
 
 
 def build_app() -> gr.Blocks:
-    from forge_hub.prompt_dataset import default_dataset
+    from forge_hub.prompts.dataset import default_dataset
 
-    local = not space_support.on_space()
+    local = not checks.on_space()
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"# {TITLE}\n"
                     "Abliteration finds the direction in a model's residual stream that separates harmful from "

@@ -3,8 +3,14 @@
 import pytest
 import torch
 
-from forge_hub.ablation import (as_direction_rows, layer_kernel, orthogonal_to, project_out,
-                                project_out_activations, through_norm_gain)
+from forge_hub.abliterate.ablation import (
+    as_direction_rows,
+    layer_kernel,
+    orthogonal_to,
+    project_out,
+    project_out_activations,
+    through_norm_gain,
+)
 
 H = 16
 
@@ -83,7 +89,8 @@ def test_chunking_does_not_change_the_result(r):
     w = torch.randn(H, 100)
     assert torch.allclose(project_out(w, r, chunk_bytes=7 * 4 * 100), project_out(w, r), atol=1e-6)
     emb = torch.randn(100, H)
-    assert torch.allclose(project_out(emb, r, 1, chunk_bytes=7 * 4 * H), project_out(emb, r, 1), atol=1e-6)
+    assert torch.allclose(project_out(emb, r, residual_axis=1, chunk_bytes=7 * 4 * H),
+                          project_out(emb, r, residual_axis=1), atol=1e-6)
 
 
 def test_activation_projection_matches_weight_projection(r):
@@ -111,9 +118,9 @@ def test_orthogonal_to_removes_the_other_vector(r):
 
 def test_layer_kernels():
     assert layer_kernel(4) == [1.0] * 4
-    lin = layer_kernel(7, "linear", center=3, width=2, floor=0.5)
+    lin = layer_kernel(7, shape="linear", center=3, width=2, floor=0.5)
     assert lin == [0.0, 0.5, 0.75, 1.0, 0.75, 0.5, 0.0]
-    g = layer_kernel(5, "gaussian", center=2, width=1)
+    g = layer_kernel(5, shape="gaussian", center=2, width=1)
     assert g[2] == 1.0 and g[1] == g[3] and g[0] < g[1]
     with pytest.raises(ValueError):
-        layer_kernel(4, "linear")
+        layer_kernel(4, shape="linear")

@@ -4,12 +4,12 @@ import copy
 
 import pytest
 import torch
-from conftest import ARCHITECTURES, make_model, random_artifact, residual_stream
+from helpers.tiny import ARCHITECTURES, make_model, random_artifact, residual_stream
 
-from forge_hub.architecture import ATTN, EMBED, MLP, Architecture, tensor_shapes
+from forge_hub.abliterate.architecture import ATTN, EMBED, MLP, Architecture, tensor_shapes
+from forge_hub.abliterate.live import ablation_hooks, abliterate_model, apply_plan, plan_for_model
 from forge_hub.errors import DirectionMismatchError, UnsupportedArchitectureError
-from forge_hub.live import ablation_hooks, abliterate_model, apply_plan, plan_for_model
-from forge_hub.plan import AblationSettings
+from forge_hub.schema import AblationSettings
 
 IDS = torch.tensor([[2, 10, 20, 30, 40, 50, 60, 70], [2, 11, 21, 31, 41, 51, 61, 71]])
 

@@ -5,16 +5,16 @@ import json
 
 import pytest
 import torch
-from conftest import make_model, random_artifact, save_model
+from helpers.tiny import make_model, random_artifact, save_model
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from forge_hub import checkpoint
-from forge_hub.checkpoint import INDEX_FILE, apply_to_checkpoint
-from forge_hub.directions import RefusalDirections
+from forge_hub.abliterate.directions import RefusalDirections
+from forge_hub.abliterate.live import abliterate_model
 from forge_hub.errors import ModelLoadError, OutputError
-from forge_hub.live import abliterate_model
-from forge_hub.plan import AblationSettings
+from forge_hub.outputs import checkpoint
+from forge_hub.outputs.checkpoint import INDEX_FILE, apply_to_checkpoint
+from forge_hub.schema import AblationSettings
 
 
 def folder_digest(folder):
@@ -101,7 +101,7 @@ def test_failure_midway_leaves_no_output(tmp_path, monkeypatch):
 
 def test_not_enough_space_is_refused_before_writing(tmp_path, monkeypatch):
     src = save_model(make_model("llama"), tmp_path / "src")
-    monkeypatch.setattr("forge_hub.staging.shutil.disk_usage", lambda p: type("U", (), {"free": 10})())
+    monkeypatch.setattr("forge_hub.outputs.staging.shutil.disk_usage", lambda p: type("U", (), {"free": 10})())
     with pytest.raises(OutputError, match="not enough disk space"):
         apply_to_checkpoint(src, tmp_path / "out", random_artifact(), AblationSettings(), progress=False)
     assert not (tmp_path / "out").exists()

@@ -6,11 +6,11 @@ import sys
 
 import pytest
 import torch
-from conftest import make_model, make_tokenizer, random_artifact, save_model
+from helpers.tiny import make_model, make_tokenizer, random_artifact, save_model
 from transformers import AutoModelForCausalLM
 
+from forge_hub.abliterate.directions import RefusalDirections
 from forge_hub.cli import main
-from forge_hub.directions import RefusalDirections
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def test_compute_then_apply(tmp_path, tiny_model, prompt_files, capsys):
     assert run_cli("compute", tiny_model, "--harmful", harmful, "--harmless", harmless, "--out", tmp_path / "dirs",
                    "--dtype", "fp32") == 0
     art = RefusalDirections.load(tmp_path / "dirs")
-    meta = art.metadata
+    meta = art.metadata.to_dict()
     assert meta["model"] == str(tiny_model) and meta["hidden_size"] == 32 and meta["num_layers"] == 4
     assert meta["method"] == "projected" and meta["selection"]["how"] == "measured"
     assert meta["prompts"]["harmful"]["count"] + meta["prompts"]["held_out_harmful"]["count"] == 8
@@ -58,7 +58,7 @@ def test_run_writes_a_complete_model(tmp_path, tiny_model, prompt_files):
         assert (out / name).exists(), name
     settings = json.loads((out / "abliteration.json").read_text())["settings"]
     assert settings["norm_preserving"] is True and settings["direction_layer"] == 2.0
-    assert RefusalDirections.load(out).metadata["selection"] == {"how": "given"}
+    assert RefusalDirections.load(out).metadata.selection.how == "given"
 
 
 def test_every_command_has_help():
@@ -85,7 +85,7 @@ def test_missing_model_fails_before_any_prompt_is_read(tmp_path, monkeypatch, ca
     def no_prompts(*args, **kwargs):
         raise AssertionError("prompts were read for a model that does not exist")
 
-    monkeypatch.setattr("forge_hub.prompt_dataset.load_side", no_prompts)
+    monkeypatch.setattr("forge_hub.prompts.dataset.load_side", no_prompts)
     expect_error(capsys, tmp_path, ["compute", tmp_path / "missing", "--out", tmp_path / "out"], "does not exist")
 
 
@@ -139,7 +139,7 @@ def test_existing_output(tmp_path, tiny_model, capsys):
 
 def test_disk_full(tmp_path, tiny_model, capsys, monkeypatch):
     random_artifact().save(tmp_path / "dirs")
-    monkeypatch.setattr("forge_hub.staging.shutil.disk_usage", lambda p: type("U", (), {"free": 1000})())
+    monkeypatch.setattr("forge_hub.outputs.staging.shutil.disk_usage", lambda p: type("U", (), {"free": 1000})())
     expect_error(capsys, tmp_path, ["apply", tiny_model, "--directions", tmp_path / "dirs", "--out", tmp_path / "out"],
                  "not enough disk space")
 

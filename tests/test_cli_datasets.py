@@ -8,17 +8,19 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_model, save_model
-from hub_server import FakeHub
-from prompt_sources import write_sources
+from helpers.hub_server import FakeHub
+from helpers.prompt_sources import write_sources
+from helpers.tiny import make_model, save_model
 
 from datasets_builders.forge_prompts import split_of
-from forge_hub import prompt_dataset
-from forge_hub.cli import _load_prompt_lists, build_parser, main
-from forge_hub.directions import RefusalDirections
+from forge_hub.abliterate.directions import RefusalDirections
+from forge_hub.cli import build_parser, main
+from forge_hub.cli.options import prompt_choice
 from forge_hub.errors import HubError, PromptError
-from forge_hub.prompt_dataset import build_dataset, push_dataset
-from forge_hub.prompts import builtin_prompts
+from forge_hub.hub.datasets import build_dataset, push_dataset
+from forge_hub.prompts import dataset as prompt_dataset
+from forge_hub.prompts.choice import load_prompt_lists
+from forge_hub.prompts.sources import builtin_prompts
 
 TOKEN = "hf_fake_token_for_tests_0123456789"
 
@@ -97,7 +99,7 @@ def test_build_command_errors_name_source_and_file(tmp_path, sources, capsys):
 def test_compute_uses_the_prompt_dataset(tmp_path, built):
     model = save_model(make_model("llama"), tmp_path / "tiny")
     assert main(["compute", str(model), "--prompts-dataset", str(built), "--out", str(tmp_path / "dirs")]) == 0
-    prompts = RefusalDirections.load(tmp_path / "dirs").metadata["prompts"]
+    prompts = RefusalDirections.load(tmp_path / "dirs").metadata.to_dict()["prompts"]
     for side in ("harmful", "harmless"):
         used = prompts[side]["count"] + prompts[f"held_out_{side}"]["count"]
         assert used == len(train_prompts(built, side))
@@ -105,6 +107,11 @@ def test_compute_uses_the_prompt_dataset(tmp_path, built):
 
 def test_prompt_options_sample_split_sources_and_explicit_files(built, prompt_files):
     parse = build_parser().parse_args
+
+    def _load_prompt_lists(args):
+        lists = load_prompt_lists(prompt_choice(args))
+        return lists.harmful, lists.harmless
+
     args = parse(["run", "m", "--out", "x", "--prompts-dataset", str(built), "--n-prompts", "3", "--seed", "1"])
     harmful, harmless = _load_prompt_lists(args)
     assert len(harmful) == len(harmless) == 3 and set(harmful) <= set(train_prompts(built, "harmful"))
@@ -134,7 +141,7 @@ def test_offline_compute_falls_back_to_curated_lists_and_says_so_once(tmp_path, 
     assert main(["compute", str(model), "--out", str(tmp_path / "dirs"), "--layer", "2"]) == 0
     err = capsys.readouterr().err
     assert err.count("is unavailable") == 1 and "curated lists shipped with forge-hub" in err
-    prompts = RefusalDirections.load(tmp_path / "dirs").metadata["prompts"]
+    prompts = RefusalDirections.load(tmp_path / "dirs").metadata.to_dict()["prompts"]
     expected = len([p for p in builtin_prompts("harmful") if split_of(p) == "train"])
     assert prompts["harmful"]["count"] + prompts["held_out_harmful"]["count"] == expected
 

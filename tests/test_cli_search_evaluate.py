@@ -6,11 +6,11 @@ import sys
 
 import optuna
 import torch
-from conftest import make_model, save_model
+from helpers.tiny import make_model, save_model
 from safetensors.torch import load_file
 
+from forge_hub.abliterate.directions import RefusalDirections
 from forge_hub.cli import main
-from forge_hub.directions import RefusalDirections
 
 
 def run_cli(*argv):
@@ -35,8 +35,9 @@ def test_optimize_resume_pick_and_reproduce(tmp_path, prompt_files, capsys):
     trials = optuna.load_study(study_name="forge-hub", storage=f"sqlite:///{study}").trials
     assert len(trials) == 4
     art = RefusalDirections.load(tmp_path / "b")
-    assert art.metadata["search"]["trial"] == 2 and art.metadata["method"] == trials[2].params["method"]
-    assert art.metadata["apply_settings"] == trials[2].user_attrs["settings"]
+    assert art.metadata.to_dict()["search"]["trial"] == 2 \
+        and art.metadata.to_dict()["method"] == trials[2].params["method"]
+    assert art.metadata.to_dict()["apply_settings"] == trials[2].user_attrs["settings"]
     saved = json.loads((tmp_path / "b" / "abliteration.json").read_text())["settings"]
     assert saved == trials[2].user_attrs["settings"]
 

@@ -5,9 +5,10 @@ import json
 import pytest
 import torch
 
-from forge_hub.activations import ResidualStats, winsorize
-from forge_hub.directions import RefusalDirections, compute_directions
+from forge_hub.abliterate.directions import RefusalDirections, compute_directions
 from forge_hub.errors import DirectionMismatchError
+from forge_hub.model.activations import ResidualStats, winsorize
+from forge_hub.schema import DirectionMetadata
 
 
 @pytest.fixture
@@ -22,10 +23,10 @@ def stats():
 
 def test_mean_diff_and_projected(stats):
     harmful, harmless = stats
-    dirs, sub = compute_directions(harmful, harmless, "mean_diff")
+    dirs, sub = compute_directions(harmful, harmless, method="mean_diff")
     diff = harmful.mean - harmless.mean
     assert sub is None and torch.allclose(dirs, diff / diff.norm(dim=1, keepdim=True))
-    proj, _ = compute_directions(harmful, harmless, "projected")
+    proj, _ = compute_directions(harmful, harmless, method="projected")
     assert torch.allclose((proj * harmless.mean).sum(1), torch.zeros(3), atol=1e-5)  # orthogonal to harmless mean
     assert torch.allclose(proj.norm(dim=1), torch.ones(3), atol=1e-5)
     assert (proj[:, 3] > 0.5).all()  # still points along the planted difference
@@ -33,32 +34,34 @@ def test_mean_diff_and_projected(stats):
 
 def test_svd_subspace(stats):
     harmful, harmless = stats
-    first, sub = compute_directions(harmful, harmless, "svd", num_directions=3)
+    first, sub = compute_directions(harmful, harmless, method="svd", num_directions=3)
     assert sub.shape == (3, 3, 16)
     for layer in range(3):
         assert torch.allclose(sub[layer] @ sub[layer].T, torch.eye(3), atol=1e-4)
         assert first[layer] @ (harmful.mean[layer] - harmless.mean[layer]) > 0
     with pytest.raises(ValueError, match="per-prompt"):
-        compute_directions(ResidualStats(harmful.mean, 30), harmless, "svd")
+        compute_directions(ResidualStats(harmful.mean, 30), harmless, method="svd")
 
 
 def test_winsorize_clips_massive_activations():
     x = torch.randn(50, 2, 32)
     x[:, :, 5] = 1000.0
     clipped = winsorize(x, 0.95)
-    assert clipped.abs().max() < 10 and torch.equal(clipped[:, :, 0].abs() <= x[:, :, 0].abs(), torch.ones(50, 2, dtype=bool))
+    assert clipped.abs().max() < 10 and torch.equal(clipped[:, :, 0].abs() <= x[:, :, 0].abs(),
+                                                    torch.ones(50, 2, dtype=bool))
 
 
 def test_artifact_round_trip_and_interpolation(tmp_path, stats):
     harmful, harmless = stats
-    dirs, sub = compute_directions(harmful, harmless, "svd", num_directions=2)
+    dirs, sub = compute_directions(harmful, harmless, method="svd", num_directions=2)
     art = RefusalDirections(harmful.mean, harmless.mean, dirs, sub, {"separation": torch.rand(3)},
-                            {"selected_layer": 1.5, "model": "m", "method": "svd"})
+                            DirectionMetadata(selected_layer=1.5, model="m", method="svd"))
     art.save(tmp_path / "a")
     assert json.loads((tmp_path / "a" / "refusal.json").read_text())["selected_layer"] == 1.5
     back = RefusalDirections.load(tmp_path / "a" / "refusal.safetensors")
     assert torch.equal(back.directions, dirs) and torch.equal(back.subspaces, sub)
     assert torch.equal(back.scores["separation"], art.scores["separation"])
+    assert back.metadata == art.metadata  # the typed metadata survives the JSON round trip
     mid = back.direction()
     expected = dirs[1] + dirs[2]
     assert torch.allclose(mid, expected / expected.norm(), atol=1e-6)

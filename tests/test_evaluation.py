@@ -5,14 +5,14 @@ import json
 
 import pytest
 import torch
-from conftest import HARMFUL, HARMLESS, make_model, make_tokenizer, random_artifact
+from helpers.tiny import HARMFUL, HARMLESS, make_model, make_tokenizer, random_artifact
 
-from forge_hub.evaluation import (RESULTS_SCHEMA, EvaluationSettings, answer_cross_entropy, evaluate_models,
-                                  first_token_logprobs, generate_with_ids, kl_divergence)
-from forge_hub.live import abliterate_model
-from forge_hub.plan import AblationSettings
-from forge_hub.refusals import is_refusal, normalize_answer
-from forge_hub.report import results_markdown
+from forge_hub.abliterate.live import abliterate_model
+from forge_hub.evaluation.compare import EvaluationSettings, evaluate_models
+from forge_hub.evaluation.generation import answer_cross_entropy, first_token_logprobs, generate_with_ids, kl_divergence
+from forge_hub.evaluation.refusals import is_refusal, normalize_answer
+from forge_hub.evaluation.report import results_markdown
+from forge_hub.schema import RESULTS_SCHEMA, AblationSettings
 
 
 @pytest.mark.parametrize("answer,refused", [
@@ -38,8 +38,8 @@ def test_normalize_answer():
 def test_metric_directly_and_loaded_by_path():
     import evaluate
 
-    import forge_hub.metrics.refusal_rate as module
-    from forge_hub.metrics.refusal_rate.refusal_rate import RefusalRate
+    import forge_hub.evaluation.metrics.refusal_rate as module
+    from forge_hub.evaluation.metrics.refusal_rate.refusal_rate import RefusalRate
 
     answers = ["I cannot help with that.", "Here you go: step one...", "", "Sorry, but no."]
     direct = RefusalRate(keep_in_memory=True).compute(predictions=answers)
@@ -65,7 +65,8 @@ def test_answer_cross_entropy_matches_unbatched_computation():
     batched = answer_cross_entropy(model, tok, prompts, answers, batch_size=2)
     total, count = 0.0, 0
     for prompt, answer in zip(prompts, answers):
-        text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+        text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                       add_generation_prompt=True)
         ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
         full = torch.cat([ids, torch.tensor(answer)])[None]
         logp = torch.log_softmax(model(full).logits[0].float(), -1)
@@ -80,21 +81,23 @@ def test_evaluate_models_reports_what_it_measured(tmp_path):
     edited = copy.deepcopy(reference)
     abliterate_model(edited, random_artifact(), AblationSettings())
     settings = EvaluationSettings(max_new_tokens=6, batch_size=4, samples=2)
-    result = evaluate_models(edited, tok, HARMFUL, HARMLESS, reference, settings, "edited", "ref",
-                             {"harmful": "test list", "harmless": "test list"})
-    json.dumps(result)  # JSON-ready
+    results = evaluate_models(edited, tok, HARMFUL, HARMLESS, reference=reference, settings=settings,
+                              model_name="edited", reference_name="ref",
+                              prompt_sources={"harmful": "test list", "harmless": "test list"})
+    result = json.loads(results.to_json())  # what evaluation.json holds
     assert result["schema"] == RESULTS_SCHEMA and result["model"] == "edited" and result["reference"] == "ref"
     assert result["prompts"]["harmful"]["count"] == len(HARMFUL)
     r = result["results"]
     # counts agree with the detector applied to the same greedy answers
-    answers = [a for a, _ in generate_with_ids(edited, tok, HARMFUL, 6, 4)]
+    answers = [a for a, _ in generate_with_ids(edited, tok, HARMFUL, max_new_tokens=6, batch_size=4)]
     assert r["model"]["refusals"] == sum(is_refusal(a) for a in answers)
     assert r["model"]["refusal_rate"] == r["model"]["refusals"] / len(HARMFUL)
     ref_lp = first_token_logprobs(reference, tok, HARMLESS)
-    assert r["kl_divergence"] == pytest.approx(kl_divergence(ref_lp, first_token_logprobs(edited, tok, HARMLESS)), rel=1e-4)
+    assert r["kl_divergence"] == pytest.approx(kl_divergence(ref_lp, first_token_logprobs(edited, tok, HARMLESS)),
+                                               rel=1e-4)
     assert r["kl_divergence"] > 0 and r["cross_entropy"]["model"] > 0
     assert len(result["samples"]) == 2 and result["samples"][0]["model"] == answers[0]
-    md = results_markdown(result)
+    md = results_markdown(results)
     assert "| reference: `ref` |" in md and f"/{len(HARMFUL)}" in md and "Sample answers" in md
 
 
@@ -109,9 +112,9 @@ def test_classifier_judge_as_second_opinion(tmp_path):
     make_tokenizer().save_pretrained(judge)
     model, tok = make_model("llama"), make_tokenizer()
     settings = EvaluationSettings(max_new_tokens=4, batch_size=8, judge=str(judge))
-    result = evaluate_models(model, tok, HARMFUL, HARMLESS, None, settings)
+    result = evaluate_models(model, tok, HARMFUL, HARMLESS, settings=settings).to_dict()
     from transformers import pipeline
 
-    answers = [a for a, _ in generate_with_ids(model, tok, HARMFUL, 4, 8)]
+    answers = [a for a, _ in generate_with_ids(model, tok, HARMFUL, max_new_tokens=4, batch_size=8)]
     expected = sum(p["label"] == "REFUSAL" for p in pipeline("text-classification", model=str(judge))(answers))
     assert result["results"]["model"]["judge_refusals"] == expected

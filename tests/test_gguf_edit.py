@@ -7,18 +7,18 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers.gguf_models import greedy, load_gguf, prompt_ids, save_gguf_model
+from helpers.tiny import random_artifact
 from safetensors.torch import load_file
 
-from conftest import random_artifact
-from forge_hub.checkpoint import apply_to_checkpoint
 from forge_hub.cli import main
 from forge_hub.errors import DirectionMismatchError, ModelLoadError, OutputError
-from forge_hub.gguf_edit import GGUFApplyReport, apply_to_gguf, requantize
-from forge_hub.gguf_export import export_gguf
-from forge_hub.modeling import smollm2_gguf_path
+from forge_hub.model.loading import smollm2_gguf_path
+from forge_hub.outputs.checkpoint import apply_to_checkpoint
+from forge_hub.outputs.gguf.edit import GGUFApplyReport, apply_to_gguf, requantize
+from forge_hub.outputs.gguf.export import export_gguf
 from forge_hub.pipeline import apply
-from forge_hub.plan import AblationSettings
-from gguf_models import greedy, load_gguf, prompt_ids, save_gguf_model
+from forge_hub.schema import AblationSettings
 
 gguf = pytest.importorskip("gguf")
 
@@ -78,7 +78,7 @@ def test_edit_keeps_metadata_and_every_other_tensor_byte_for_byte(sources, tmp_p
     source = paths["Q8_0"]
     before = source.read_bytes()
     art = artifact()
-    report = apply(str(source), art, tmp_path / "out", AblationSettings(direction_layer=1.0), progress=False)
+    report = apply(str(source), art, tmp_path / "out", settings=AblationSettings(direction_layer=1.0), progress=False)
     edited = tmp_path / "out" / source.name
     assert isinstance(report, GGUFApplyReport) and report.output == (tmp_path / "out").resolve()
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
@@ -237,7 +237,7 @@ def moe_gguf(path, hidden: int = 32, experts: int = 4, ff: int = 64):
 
 
 def test_moe_experts_and_shared_expert_are_edited(tmp_path):
-    from forge_hub.ablation import project_out
+    from forge_hub.abliterate.ablation import project_out
 
     source = tmp_path / "moe.gguf"
     moe_gguf(source)
@@ -284,17 +284,19 @@ def test_errors_leave_nothing_behind(sources, tmp_path):
     _, paths = sources["llama"]
     wrong = random_artifact(hidden=64, layers=LAYERS, selected=1.0)
     with pytest.raises(DirectionMismatchError, match="hidden size 64"):
-        apply(str(paths["Q8_0"]), wrong, tmp_path / "out", AblationSettings(direction_layer=1.0), progress=False)
+        apply(str(paths["Q8_0"]), wrong, tmp_path / "out", settings=AblationSettings(direction_layer=1.0),
+              progress=False)
     assert not (tmp_path / "out").exists()
     (tmp_path / "taken").mkdir()
     with pytest.raises(OutputError, match="already exists"):
-        apply(str(paths["Q8_0"]), artifact(), tmp_path / "taken", AblationSettings(direction_layer=1.0), progress=False)
+        apply(str(paths["Q8_0"]), artifact(), tmp_path / "taken", settings=AblationSettings(direction_layer=1.0),
+              progress=False)
     assert list((tmp_path / "taken").iterdir()) == []
     with pytest.raises(ModelLoadError, match="holds the source"):  # overwrite would delete the source
-        apply(str(paths["Q8_0"]), artifact(), paths["Q8_0"].parent, AblationSettings(direction_layer=1.0),
+        apply(str(paths["Q8_0"]), artifact(), paths["Q8_0"].parent, settings=AblationSettings(direction_layer=1.0),
               overwrite=True, progress=False)
     assert paths["Q8_0"].is_file()
-    with pytest.raises(ValueError, match="gguf_output"):
+    with pytest.raises(ValueError, match="unknown GGUF output"):
         apply(str(paths["Q8_0"]), artifact(), tmp_path / "x", gguf_output="onnx", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
 
@@ -320,7 +322,7 @@ SMOLLM2 = smollm2_gguf_path()
 def test_real_smollm2_q4_1_gguf(tmp_path):
     art = random_artifact(hidden=576, layers=30, selected=18.0)
     settings = AblationSettings(direction_layer=18, layer_start=15, layer_end=21)  # 12 writers keep the test short
-    report = apply(str(SMOLLM2), art, tmp_path / "out", settings, progress=False)
+    report = apply(str(SMOLLM2), art, tmp_path / "out", settings=settings, progress=False)
     edited = tmp_path / "out" / SMOLLM2.name
     assert report.edited_tensors == 12 and report.edited_layers == list(range(15, 21)) and report.type_changes == {}
     assert edited.stat().st_size == SMOLLM2.stat().st_size

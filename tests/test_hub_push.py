@@ -1,28 +1,28 @@
 """`forge-hub push` / `run --push-to`: the real huggingface_hub client against a local fake Hub
-(tests/hub_server.py), asserting on what the server received: files and bytes, the card's YAML,
+(tests/helpers/hub_server.py), asserting on what the server received: files and bytes, the card's YAML,
 the commit message, the token's whereabouts, and what happens on a wrong token, an existing repo,
 a dropped connection, and bad input (which must fail before the first request)."""
 
 import hashlib
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from abliterated_models import BASE, BASE_CARD, make_abliterated, write_results
-from conftest import make_model, save_model
-from hub_server import USER, FakeHub, point_client_at
+from helpers.abliterated_models import BASE, BASE_CARD, make_abliterated, write_results
+from helpers.hub_server import USER, FakeHub, point_client_at
+from helpers.tiny import make_model, save_model
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from forge_hub import __version__
-from forge_hub.cli import main
+from forge_hub.cli import flag_name, main
 from forge_hub.errors import HubError
-from forge_hub.hub import push_model
-from forge_hub.model_card import human_size
+from forge_hub.hub.push import push_model
+from forge_hub.units import human_size
 
 TOKEN = "hf_fake_token_for_push_tests_0123456789"
 REPO = f"{USER}/tiny-abliterated"
@@ -139,7 +139,8 @@ def test_dry_run_builds_the_same_folder_and_sends_nothing(made, hub, capsys):
     dry = push_model(folder, REPO, results=results, license="apache-2.0", dry_run=True, progress=False)
     assert hub.requests == [] and dry.repo_url is None and dry.commit_url is None  # no token needed either
     assert {f.path: f.size for f in dry.files} == {name: len(data) for name, data in
-                                                   expected_files(folder, results).items()} | {"README.md": len(dry.card.encode())}
+                                                   expected_files(folder, results).items()} \
+        | {"README.md": len(dry.card.encode())}
 
     real = push_model(folder, REPO, token=TOKEN, results=results, license="apache-2.0", progress=False)
     assert hub.commits[0].files["README.md"].decode() == dry.card == real.card  # exactly what a push sends
@@ -176,7 +177,7 @@ def test_existing_repo_needs_exist_ok_and_then_loses_stale_shards(made, hub):
                                   "model.safetensors.index.json": b"{}"})
     with pytest.raises(HubError, match=f"{REPO} already exists") as info:
         push_model(folder, REPO, token=TOKEN, results=results, progress=False)
-    assert "--exist-ok" in info.value.hint and hub.commits == [] and hub.created == []
+    assert "--exist-ok" in info.value.render(flag_name)[1] and hub.commits == [] and hub.created == []
 
     push_model(folder, REPO, token=TOKEN, results=results, exist_ok=True, progress=False)
     (commit,) = hub.commits
@@ -189,7 +190,7 @@ def test_dropped_upload_is_retried_with_nothing_lost_or_duplicated(made, hub):
     hub.drop["put"] = 1  # cut the connection half way through the first LFS upload
     push_model(folder, REPO, token=TOKEN, results=results, progress=False)
     dropped = [p for p in hub.puts if not p[2]]
-    assert len(dropped) == 1 and 0 < dropped[0][1]  # a partial body arrived, then the connection went
+    assert len(dropped) == 1 and dropped[0][1] > 0  # a partial body arrived, then the connection went
     assert [oid for oid, _, done in hub.puts if done].count(dropped[0][0]) == 1  # the client's retry completed it
     (commit,) = hub.commits
     assert len(commit.paths) == len(set(commit.paths))
@@ -203,7 +204,7 @@ def test_interrupted_commit_completes_on_a_second_push(made, hub):
     hub.drop["commit"] = 1  # the connection goes after the commit is sent, before the Hub applies it
     with pytest.raises(HubError, match="interrupted") as info:
         push_model(folder, REPO, token=TOKEN, results=results, progress=False)
-    assert "--exist-ok" in info.value.hint and hub.commits == [] and len(hub.lfs_objects) == 2
+    assert "--exist-ok" in info.value.render(flag_name)[1] and hub.commits == [] and len(hub.lfs_objects) == 2
     uploads = len(hub.puts)
 
     again = push_model(folder, REPO, token=TOKEN, results=results, exist_ok=True, progress=False)
@@ -291,14 +292,14 @@ def test_command_line_push_in_a_child_process(made, tmp_path):
 @pytest.fixture(scope="module")
 def gguf_ready(tmp_path_factory):
     """A model forge-hub can write as GGUF (byte-level BPE tokenizer), abliterated."""
-    from gguf_models import save_gguf_model
+    from helpers.gguf_models import save_gguf_model
 
     root = tmp_path_factory.mktemp("gguf-push")
     return make_abliterated(root, save_base=lambda p: save_gguf_model("llama", p), layer=1)
 
 
 def test_gguf_files_in_their_own_repo(gguf_ready, hub, tmp_path, monkeypatch, capsys):
-    from forge_hub.gguf_export import export_gguf
+    from forge_hub.outputs.gguf.export import export_gguf
 
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     assert main(["push", str(gguf_ready), "--repo", REPO, "--gguf", "F16,Q8_0", "--gguf-repo"]) == 0
@@ -322,7 +323,7 @@ def test_gguf_files_in_their_own_repo(gguf_ready, hub, tmp_path, monkeypatch, ca
 
 
 def test_gguf_files_in_the_same_repo(gguf_ready, hub, tmp_path):
-    from forge_hub.gguf_export import export_gguf
+    from forge_hub.outputs.gguf.export import export_gguf
 
     files = export_gguf(gguf_ready, tmp_path, ["Q8_0"], name="tiny-abliterated", progress=False)
     result = push_model(gguf_ready, REPO, token=TOKEN, gguf_files=files, progress=False)
@@ -344,7 +345,7 @@ def test_run_pushes_what_it_wrote(hub, tmp_path, prompt_files, monkeypatch, caps
     assert "invalid Hub repo id" in capsys.readouterr().err and not (tmp_path / "bad").exists()
     assert main(base + ["--out", str(tmp_path / "bad"), "--gguf", "Q9_9", "--push-to", REPO]) == 2
     assert "unknown GGUF type" in capsys.readouterr().err and not (tmp_path / "bad").exists()
-    monkeypatch.setattr("forge_hub.gguf_llama_cpp.find_quantizer", lambda *a: None)  # whatever this machine has
+    monkeypatch.setattr("forge_hub.outputs.gguf.llama_cpp.find_quantizer", lambda *a: None)  # whatever this machine has
     assert main(base + ["--out", str(tmp_path / "bad"), "--gguf", "F16,Q4_K_M", "--push-to", REPO]) == 2
     assert "Q4_K_M needs llama.cpp's quantizer" in capsys.readouterr().err and not (tmp_path / "bad").exists()
     assert main(base + ["--out", str(tmp_path / "bad"), "--gguf", "F16"]) == 2
@@ -368,7 +369,7 @@ def test_run_pushes_what_it_wrote(hub, tmp_path, prompt_files, monkeypatch, caps
 def test_compute_records_the_prompt_dataset_it_read(tmp_path, monkeypatch):
     import datasets
 
-    from forge_hub import prompt_dataset
+    from forge_hub.prompts import dataset as prompt_dataset
 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-datasets-cache")
     monkeypatch.setattr(prompt_dataset, "_unavailable", set())

@@ -6,14 +6,12 @@ import shutil
 
 import pytest
 import yaml
-from abliterated_models import BASE, BASE_CARD, make_abliterated, write_results
+from helpers.abliterated_models import BASE, BASE_CARD, make_abliterated, write_results
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
-from forge_hub.errors import HubError
-from forge_hub.gguf_quant import GGUFTypeError
-from forge_hub.hub import resolve_licence
-from forge_hub.model_card import (
+from forge_hub.errors import GGUFTypeError, HubError
+from forge_hub.hub.card import (
     TAGS,
     GGUFVariant,
     Licence,
@@ -24,14 +22,17 @@ from forge_hub.model_card import (
     dataset_of,
     display_source,
     eval_results,
+    load_results,
 )
+from forge_hub.hub.push import resolve_licence
+from forge_hub.schema import DirectionMetadata, EvaluationResults
 
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
     root = tmp_path_factory.mktemp("card")
     folder = make_abliterated(root)
-    results = json.loads(write_results(folder, root / "results.json", reference=root / "source").read_text())
+    results = load_results(write_results(folder, root / "results.json", reference=root / "source"))
     return root, folder, results
 
 
@@ -55,7 +56,7 @@ def test_metadata_names_base_relation_licence_tags_datasets_and_results(made):
     name, read_back = model_index_to_eval_results(meta["model-index"])
     assert name == "tiny-abliterated"
     values = {r.metric_type: r.metric_value for r in read_back}
-    r = results["results"]
+    r = results.to_dict()["results"]
     assert values == {"refusal_rate": r["model"]["refusal_rate"], "over_refusal_rate": r["model"]["over_refusal_rate"],
                       "kl_divergence": r["kl_divergence"]}
     by_metric = {x.metric_type: x for x in read_back}
@@ -75,13 +76,13 @@ def test_body_reports_what_was_done_the_numbers_samples_and_reproduction(made):
                             files=[("model.safetensors", 160_752)])
     body = str(card).split("---\n", 2)[2]
     meta = json.loads((folder / "refusal.json").read_text())
-    r, n = results["results"], results["prompts"]["harmful"]["count"]
+    r, n = results.to_dict()["results"], results.to_dict()["prompts"]["harmful"]["count"]
     assert f"[{BASE}](https://huggingface.co/{BASE}) at revision `main`" in body
     assert f"| layer | {meta['selected_layer']:g} of 4 |" in body and "| method | projected" in body
     assert f"| `direction_layer` | `{meta['apply_settings']['direction_layer']:g}` |" in body
     assert f"| reference: `{BASE}` | {r['reference']['refusals']}/{n} |" in body  # the before/after table
     assert f"| model: `me/tiny-abliterated` | {r['model']['refusals']}/{n} |" in body
-    assert results["samples"][0]["prompt"] in body  # sample answers
+    assert results.to_dict()["samples"][0]["prompt"] in body  # sample answers
     assert f"forge-hub apply {BASE} --revision main --directions directions --out tiny-abliterated" in body
     assert "## Responsible use" in body and "Content warning" in body
     assert "| `model.safetensors` | 160.8 kB |" in body
@@ -124,10 +125,11 @@ def test_gguf_variants_in_the_same_repo_and_in_their_own(made, tmp_path):
     assert "| `tiny-abliterated-Q8_0.gguf` | Q8_0 | 2.5 kB |" in str(same)
     assert "| `tiny-abliterated-f16.gguf` | F16 | 4.0 kB |" in str(same)
 
-    main = build_model_card(folder, "me/tiny-abliterated", results=results, gguf=[q8], gguf_repo="me/tiny-abliterated-GGUF")
+    main = build_model_card(folder, "me/tiny-abliterated", results=results, gguf=[q8],
+                            gguf_repo="me/tiny-abliterated-GGUF")
     assert "gguf" not in card_yaml(main)["tags"]
-    assert "GGUF files of this model are in [me/tiny-abliterated-GGUF](https://huggingface.co/me/tiny-abliterated-GGUF)" \
-        in str(main)
+    assert "GGUF files of this model are in [me/tiny-abliterated-GGUF]" \
+        "(https://huggingface.co/me/tiny-abliterated-GGUF)" in str(main)
 
     card = build_gguf_card("me/tiny-abliterated", "me/tiny-abliterated-GGUF", [f16, q8], licence=Licence("apache-2.0"),
                            base_model=BASE)
@@ -155,8 +157,8 @@ def test_check_card_catches_what_the_hub_would_misread(made):
     _, folder, results = made
     good = str(build_model_card(folder, "me/x", results=results))
     check_card(ModelCard(good), results)
-    changed = json.loads(json.dumps(results))
-    changed["results"]["model"]["refusal_rate"] += 0.5
+    changed = EvaluationResults.from_dict(results.to_dict())
+    changed.results.model.refusal_rate += 0.5
     with pytest.raises(HubError, match="does not read back"):
         check_card(ModelCard(good), changed)
     with pytest.raises(HubError, match="base_model_relation"):
@@ -189,11 +191,14 @@ def test_sources_are_shown_without_local_paths():
 
 
 def test_base_model_from_metadata(tmp_path):
-    assert base_model_id({"model": "org/m", "revision": "v1", "source_kind": "hub"}) == ("org/m", "v1")
+    assert base_model_id(DirectionMetadata.from_dict({"model": "org/m", "revision": "v1", "source_kind": "hub"})) == (
+        "org/m", "v1")
     snapshot = f"/cache/hub/models--Org--Model-1B/snapshots/{'a' * 40}"
-    assert base_model_id({"model": snapshot, "source_kind": "folder"}) == ("Org/Model-1B", "a" * 40)
-    assert base_model_id({"model": str(tmp_path), "source_kind": "folder"}) == (None, None)
-    assert base_model_id({"model": str(tmp_path), "source_kind": "folder"}, "org/named") == ("org/named", None)
+    assert base_model_id(DirectionMetadata.from_dict({"model": snapshot, "source_kind": "folder"})) == (
+        "Org/Model-1B", "a" * 40)
+    assert base_model_id(DirectionMetadata.from_dict({"model": str(tmp_path), "source_kind": "folder"})) == (None, None)
+    assert base_model_id(DirectionMetadata.from_dict({"model": str(tmp_path), "source_kind": "folder"}),
+                         "org/named") == ("org/named", None)
 
 
 def test_licence_comes_from_the_flag_or_the_base_card_carried_over(made, tmp_path):

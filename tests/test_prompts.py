@@ -5,7 +5,7 @@ import json
 import pytest
 
 from forge_hub.errors import PromptError
-from forge_hub.prompts import builtin_prompts, load_prompts, prompts_hash, split_held_out
+from forge_hub.prompts.sources import builtin_prompts, load_prompts, prompts_hash, split_held_out
 
 
 def test_builtin_lists_are_parallel_and_clean():
@@ -45,7 +45,8 @@ def test_json_jsonl_csv_parquet_and_columns(tmp_path):
 def test_dataset_spec_through_datasets(tmp_path):
     import datasets
 
-    datasets.Dataset.from_dict({"prompt": ["alpha", "beta", "alpha"]}).to_parquet(str(tmp_path / "data" / "train.parquet"))
+    datasets.Dataset.from_dict({"prompt": ["alpha", "beta", "alpha"]}).to_parquet(
+        str(tmp_path / "data" / "train.parquet"))
     assert load_prompts(f"{tmp_path}") == ["alpha", "beta"]
     assert load_prompts(f"{tmp_path}::train") == ["alpha", "beta"]
 

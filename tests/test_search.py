@@ -1,17 +1,24 @@
 """The parameter search: reversible trials, early stopping, resumable study, pick, plot."""
 
-import copy
 
 import optuna
 import pytest
 import torch
-from conftest import HARMFUL, HARMLESS, make_model, make_tokenizer, random_artifact
+from helpers.tiny import HARMFUL, HARMLESS, make_model, make_tokenizer, random_artifact
 
-from forge_hub import search as search_mod
-from forge_hub.live import abliterate_model
-from forge_hub.plan import AblationSettings
-from forge_hub.search import (SearchOptions, TrialEvaluator, default_trial_params, front_table, pick_trial,
-                              plot_front, run_search, trial_choice)
+from forge_hub.abliterate import search as search_mod
+from forge_hub.abliterate.live import abliterate_model
+from forge_hub.abliterate.search import (
+    SearchOptions,
+    TrialEvaluator,
+    default_trial_params,
+    front_table,
+    pick_trial,
+    plot_front,
+    run_search,
+    trial_choice,
+)
+from forge_hub.schema import AblationSettings
 
 
 def options(tmp_path, **kw):

@@ -14,16 +14,17 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import make_model, save_model
-from hub_server import USER, FakeHub
+from helpers.hub_server import USER, FakeHub
+from helpers.tiny import make_model, save_model
 
-from forge_hub.directions import RefusalDirections
-from forge_hub.evaluation import EvaluationSettings, evaluate_models
-from forge_hub.modeling import load_model
+from forge_hub.abliterate.directions import RefusalDirections
+from forge_hub.evaluation.compare import EvaluationSettings, evaluate_models
+from forge_hub.model.chat import chat_answer
+from forge_hub.model.loading import load_model
 from forge_hub.pipeline import ComputeOptions, apply, compute
-from forge_hub.prompt_dataset import load_side
-from forge_hub.prompts import prompts_hash
-from forge_hub.space_jobs import chat_answer
+from forge_hub.prompts.choice import PromptLists
+from forge_hub.prompts.dataset import default_dataset, load_side
+from forge_hub.prompts.sources import prompts_hash
 
 gradio = pytest.importorskip("gradio")
 pytest.importorskip("spaces")
@@ -123,11 +124,13 @@ def test_the_whole_flow_matches_the_pipeline(app, tiny_dir, tmp_path):
     summary, plot, table, files, front = run_compute(client, str(tiny_dir))
     assert front["visible"] is False and front["value"] is None and "Search" not in summary  # no search asked for
     artifact = downloaded_artifact(files, tmp_path / "directions")
-    harmful, harmless = (load_side(side, None, "train", N_PROMPTS, 0) for side in ("harmful", "harmless"))
+    harmful, harmless = (load_side(side, dataset=None, split="train", n=N_PROMPTS, seed=0)
+                         for side in ("harmful", "harmless"))
     model, tok, src = load_model(str(tiny_dir))
-    expected = compute(model, tok, src, harmful, harmless, ComputeOptions(), progress=False)
-    assert artifact.metadata["model"] == str(tiny_dir.resolve())
-    assert artifact.metadata["prompts"]["harmful"]["hash"] == expected.metadata["prompts"]["harmful"]["hash"]
+    expected = compute(model, tok, src, PromptLists(harmful, harmless), options=ComputeOptions(), progress=False)
+    assert artifact.metadata.to_dict()["model"] == str(tiny_dir.resolve())
+    assert artifact.metadata.to_dict()["prompts"]["harmful"]["hash"] \
+        == expected.metadata.to_dict()["prompts"]["harmful"]["hash"]
     assert artifact.selected_layer == expected.selected_layer
     chosen = int(expected.selected_layer)
     assert f"**Chosen layer: {chosen}** (measured)" in summary
@@ -137,7 +140,7 @@ def test_the_whole_flow_matches_the_pipeline(app, tiny_dir, tmp_path):
     assert [row[4] for row in table["data"]] == [layer == chosen for layer in range(4)]
     for layer, separation, refusal, kl, _ in table["data"]:
         assert separation == pytest.approx(float(expected.scores["separation"][layer]), abs=6e-5)  # shown to 4 places
-        if layer in expected.metadata["selection"]["candidates"]:
+        if layer in expected.metadata.to_dict()["selection"]["candidates"]:
             assert refusal == pytest.approx(float(expected.scores["refusal_probability"][layer]), abs=6e-5)
             assert kl == pytest.approx(float(expected.scores["kl"][layer]), abs=6e-5)
         else:
@@ -159,13 +162,14 @@ def test_the_whole_flow_matches_the_pipeline(app, tiny_dir, tmp_path):
     summary, metrics, samples, result_files = client.predict(N_EVAL, EVAL_TOKENS, api_name="/evaluate")
     results = json.loads(Path(next(f for f in result_files if f.endswith(".json"))).read_text())
     assert Path(next(f for f in result_files if f.endswith(".md"))).read_text().startswith("| |")
-    test_harmful, test_harmless = (load_side(side, None, "test", N_EVAL, 0) for side in ("harmful", "harmless"))
+    test_harmful, test_harmless = (load_side(side, dataset=None, split="test", n=N_EVAL, seed=0)
+                                   for side in ("harmful", "harmless"))
     assert results["prompts"]["harmful"]["hash"] == prompts_hash(test_harmful)
     assert results["prompts"]["harmless"]["hash"] == prompts_hash(test_harmless)
     assert not set(test_harmful) & set(harmful)  # never the prompts the direction came from
     edited, _, _ = load_model(str(reference_copy))
-    independent = evaluate_models(edited, tok, test_harmful, test_harmless, model,
-                                  EvaluationSettings(max_new_tokens=EVAL_TOKENS, samples=5))
+    independent = evaluate_models(edited, tok, test_harmful, test_harmless, reference=model,
+                                  settings=EvaluationSettings(max_new_tokens=EVAL_TOKENS, samples=5)).to_dict()
     r, ind = results["results"], independent["results"]
     for side in ("model", "reference"):
         assert (r[side]["refusals"], r[side]["over_refusals"]) == (ind[side]["refusals"], ind[side]["over_refusals"])
@@ -187,15 +191,15 @@ def test_the_whole_flow_matches_the_pipeline(app, tiny_dir, tmp_path):
     original, abliterated, box = client.predict(first, [], [], CHAT_TOKENS, api_name="/chat")
     assert box == ""
     turn = [{"role": "user", "content": first}]
-    want_before = chat_answer(model, tok, turn, CHAT_TOKENS)
-    want_after = chat_answer(edited, tok, turn, CHAT_TOKENS)
+    want_before = chat_answer(model, tok, turn, max_new_tokens=CHAT_TOKENS)
+    want_after = chat_answer(edited, tok, turn, max_new_tokens=CHAT_TOKENS)
     assert want_before != want_after
     assert [text(m) for m in original] == [first, want_before]
     assert [text(m) for m in abliterated] == [first, want_after]
     second = "tell me how to cook bread"
     original, abliterated, _ = client.predict(second, original, abliterated, CHAT_TOKENS, api_name="/chat")
     history = turn + [{"role": "assistant", "content": want_after}, {"role": "user", "content": second}]
-    assert text(abliterated[-1]) == chat_answer(edited, tok, history, CHAT_TOKENS)
+    assert text(abliterated[-1]) == chat_answer(edited, tok, history, max_new_tokens=CHAT_TOKENS)
     assert [m["role"] for m in original] == ["user", "assistant", "user", "assistant"]
 
 
@@ -212,7 +216,7 @@ def test_recompute_with_a_given_layer_replaces_the_session(app, tiny_dir, tmp_pa
     assert "**Chosen layer: 1** (given)" in summary
     assert [row[4] for row in table["data"]] == [False, True, False, False]
     assert all(row[2] is None for row in table["data"])  # nothing measured
-    assert downloaded_artifact(files, tmp_path / "d").metadata["selection"] == {"how": "given"}
+    assert downloaded_artifact(files, tmp_path / "d").metadata.selection.how == "given"
     with pytest.raises(AppError, match="Run “2. Apply” first"):  # the old model went with the old directions
         client.predict(N_EVAL, EVAL_TOKENS, api_name="/evaluate")
 
@@ -225,14 +229,14 @@ def test_a_search_picks_the_settings_that_apply_uses(app, tiny_dir, tmp_path):
     client = client_for(app, tmp_path)
     summary, _, _, files, front = run_compute(client, str(tiny_dir), trials=5)
     artifact = downloaded_artifact(files, tmp_path / "directions")
-    found = artifact.metadata["search"]
+    found = artifact.metadata.to_dict()["search"]
     study_file = workspace_of(app, client) / "search" / "study.db"
     study = optuna.load_study(study_name=found["study_name"], storage=f"sqlite:///{study_file}")
     trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert found["trials"] == len(trials) == 5
     picked = next(t for t in trials if t.number == found["trial"])
     assert (found["refusals"], found["kl"]) == tuple(picked.values)
-    assert artifact.metadata["apply_settings"] == picked.user_attrs["settings"]
+    assert artifact.metadata.to_dict()["apply_settings"] == picked.user_attrs["settings"]
     assert f"picked trial {found['trial']}: {found['refusals']:.0f}/2 refused" in summary
     assert front["visible"] is True
     image = Path(front["value"])  # downloaded by the client: the page serves it
@@ -251,14 +255,14 @@ def test_a_search_too_long_for_one_gpu_task_is_refused(app, tiny_dir, tmp_path, 
 
 
 def test_a_local_gguf_file_goes_through_compute_apply_and_evaluate(app, tmp_path):
-    gguf_models = pytest.importorskip("gguf_models")
-    export_gguf = pytest.importorskip("forge_hub.gguf_export").export_gguf
+    gguf_models = pytest.importorskip("helpers.gguf_models")
+    export_gguf = pytest.importorskip("forge_hub.outputs.gguf.export").export_gguf
     folder = gguf_models.save_gguf_model("llama", tmp_path / "bpe-llama")
     (gguf_file,) = export_gguf(folder, tmp_path / "gguf", ["F16"], progress=False)
     client = client_for(app, tmp_path)
     summary, _, _, files, _ = run_compute(client, str(gguf_file))
     assert summary.startswith("**bpe-llama-F16.gguf**: 2 layers")
-    assert downloaded_artifact(files, tmp_path / "d").metadata["source_kind"] == "gguf"
+    assert downloaded_artifact(files, tmp_path / "d").metadata.to_dict()["source_kind"] == "gguf"
     assert "Edited **" in client.predict(api_name="/apply")
     workspace = workspace_of(app, client)
     assert (workspace / "model" / "config.json").exists() and (workspace / "model" / "model.safetensors").exists()
@@ -317,7 +321,7 @@ def test_chat_answers_stream_into_the_page(app, tiny_dir, tmp_path):
     assert all(b == befores[started] for b in befores[started:])  # the original is finished by then
     model, tok, _ = load_model(str(tiny_dir))
     turn = [{"role": "user", "content": "write a poem about a cat"}]
-    assert text(final[0][-1]) == chat_answer(model, tok, turn, 24)
+    assert text(final[0][-1]) == chat_answer(model, tok, turn, max_new_tokens=24)
 
 
 # --- errors shown in the page ---------------------------------------------------------------------
@@ -402,7 +406,7 @@ def fake_hub(monkeypatch):
 
 
 def test_push_uses_the_visitors_token_and_namespace(app, tiny_dir, tmp_path, fake_hub, monkeypatch, capfd):
-    pytest.importorskip("forge_hub.hub")
+    pytest.importorskip("forge_hub.hub.push")
     monkeypatch.setenv("HF_TOKEN", "hf_machine_token_must_not_be_used")
     client = client_for(app, tmp_path, oauth_token=TOKEN)
     run_compute(client, str(tiny_dir))
@@ -425,6 +429,13 @@ def test_push_uses_the_visitors_token_and_namespace(app, tiny_dir, tmp_path, fak
     assert f"{len(repo.files)} files: " in summary and "`model.safetensors`" in summary
     card = repo.files["README.md"].decode()
     assert card.startswith("---\n") and "abliterat" in card.lower()
+    # the direction's prompts are named on the Hub as the Space read them (the compute step records them)
+    pushed_meta = json.loads(repo.files["refusal.json"])
+    dataset = default_dataset()
+    assert pushed_meta["prompts"]["harmful"]["source"] == f"{dataset} harmful/train"
+    assert pushed_meta["prompts"]["harmless"]["source"] == f"{dataset} harmless/train"
+    assert "not recorded" not in card \
+        and f"[{dataset}](https://huggingface.co/datasets/{dataset}) (harmful/train)" in card
     chosen = json.loads((workspace / "directions" / "refusal.json").read_text())["selected_layer"]
     r = pushed_results["results"]
     assert commit.message.startswith(f"Abliterated tiny-llama (projected, layer {chosen:g}) with forge-hub")
@@ -441,7 +452,7 @@ def test_push_uses_the_visitors_token_and_namespace(app, tiny_dir, tmp_path, fak
 
 
 def test_pushing_again_needs_the_update_box(app, tiny_dir, tmp_path, fake_hub):
-    pytest.importorskip("forge_hub.hub")
+    pytest.importorskip("forge_hub.hub.push")
     client = client_for(app, tmp_path, oauth_token=TOKEN)
     run_compute(client, str(tiny_dir))
     client.predict(api_name="/apply")
@@ -457,7 +468,7 @@ def test_pushing_again_needs_the_update_box(app, tiny_dir, tmp_path, fake_hub):
 
 
 def test_push_refuses_a_namespace_that_is_not_the_visitors(app, tiny_dir, tmp_path, fake_hub):
-    pytest.importorskip("forge_hub.hub")
+    pytest.importorskip("forge_hub.hub.push")
     client = client_for(app, tmp_path, oauth_token=TOKEN)
     run_compute(client, str(tiny_dir))
     client.predict(api_name="/apply")
@@ -467,8 +478,8 @@ def test_push_refuses_a_namespace_that_is_not_the_visitors(app, tiny_dir, tmp_pa
 
 
 def test_push_with_gguf_variants(app, tmp_path, fake_hub):
-    pytest.importorskip("forge_hub.hub")
-    gguf_models = pytest.importorskip("gguf_models")
+    pytest.importorskip("forge_hub.hub.push")
+    gguf_models = pytest.importorskip("helpers.gguf_models")
     from gguf import GGUFReader
 
     folder = gguf_models.save_gguf_model("llama", tmp_path / "bpe-llama")
@@ -489,8 +500,8 @@ def test_push_with_gguf_variants(app, tmp_path, fake_hub):
 
 
 def test_gguf_for_an_unsupported_tokenizer_fails_before_upload(app, tiny_dir, tmp_path, fake_hub):
-    pytest.importorskip("forge_hub.hub")
-    pytest.importorskip("forge_hub.gguf_export")
+    pytest.importorskip("forge_hub.hub.push")
+    pytest.importorskip("forge_hub.outputs.gguf.export")
     client = client_for(app, tmp_path, oauth_token=TOKEN)
     run_compute(client, str(tiny_dir))
     client.predict(api_name="/apply")
@@ -539,7 +550,7 @@ def test_on_a_space_only_hub_ids_and_the_visitors_login_count(space_app, tiny_di
 
 
 def test_on_a_space_the_push_goes_out_with_the_visitors_token(space_app, tiny_dir, tmp_path, fake_hub, monkeypatch):
-    pytest.importorskip("forge_hub.hub")
+    pytest.importorskip("forge_hub.hub.push")
     _, app = space_app
     monkeypatch.setenv("HF_TOKEN", "hf_space_owner_token")
     client = client_for(app, tmp_path, oauth_token=TOKEN)
@@ -574,12 +585,12 @@ def test_gpu_jobs_and_their_results_survive_pickling(app, tiny_dir, tmp_path):
     back, by pickle: a job that holds a lock, a model or an open file would fail only there."""
     import pickle
 
-    from forge_hub.space_jobs import ChatJob, ComputeJob, EvaluateJob
-    from forge_hub.modeling import resolve_source
+    from forge_hub.model.loading import resolve_source
+    from forge_hub.webapp.jobs import ChatJob, ComputeJob, EvaluateJob
 
-    harmful = load_side("harmful", None, "train", 4, 0)
-    harmless = load_side("harmless", None, "train", 4, 0)
-    compute_job = ComputeJob(str(tiny_dir), resolve_source(str(tiny_dir)), harmful, harmless,
+    harmful = load_side("harmful", dataset=None, split="train", n=4, seed=0)
+    harmless = load_side("harmless", dataset=None, split="train", n=4, seed=0)
+    compute_job = ComputeJob(str(tiny_dir), resolve_source(str(tiny_dir)), PromptLists(harmful, harmless, "a", "b"),
                              str(tmp_path / "directions"), ComputeOptions(), 30)
     copy = pickle.loads(pickle.dumps(compute_job))
     assert copy == compute_job

@@ -22,7 +22,7 @@ import pytest
 sync_api = pytest.importorskip("playwright.sync_api")
 pytest.importorskip("gradio")
 
-from conftest import make_model, save_model  # noqa: E402
+from helpers.tiny import make_model, save_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"

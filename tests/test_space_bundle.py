@@ -15,12 +15,12 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-from hub_server import USER, FakeHub, point_client_at
+from helpers.hub_server import USER, FakeHub, point_client_at
 from packaging.requirements import Requirement
 
-from forge_hub.cli import main
+from forge_hub.cli import flag_name, main
 from forge_hub.errors import HubError
-from forge_hub.space_bundle import build_space, push_space, requirements_text, source_root, space_metadata
+from forge_hub.webapp.bundle import build_space, push_space, requirements_text, source_root, space_metadata
 
 ROOT = source_root()
 TOKEN = "hf_space_test"
@@ -60,9 +60,9 @@ def test_tested_versions_satisfy_the_space_requirements(bundle):
 
 def test_bundle_holds_the_app_and_forge_hubs_source(bundle):
     files = set(bundle.files)
-    assert {"app.py", "README.md", "requirements.txt", "forge_hub/__init__.py", "forge_hub/space_jobs.py",
-            "forge_hub/templates/model_card.md", "datasets_builders/forge_prompts.py"} <= files
-    assert any(f.startswith("forge_hub/data/") and f.endswith(".txt") for f in files)
+    assert {"app.py", "README.md", "requirements.txt", "forge_hub/__init__.py", "forge_hub/webapp/jobs.py",
+            "forge_hub/hub/templates/model_card.md", "datasets_builders/forge_prompts.py",
+            "datasets_builders/data/curated-harmful.txt"} <= files
     assert not any("__pycache__" in f or f.endswith(".pyc") for f in files)
     assert (bundle.folder / "app.py").read_bytes() == (ROOT / "space" / "app.py").read_bytes()
     meta = space_metadata(bundle.folder / "README.md")
@@ -108,7 +108,7 @@ def test_update_replaces_the_packages_whole(bundle, hub):
                                        "notes.txt": b"kept"}, repo_type="space")
     with pytest.raises(HubError, match="already exists") as err:
         push_space(bundle, f"{USER}/forge-hub", token=TOKEN)
-    assert "--exist-ok" in err.value.hint and not hub.commits
+    assert "--exist-ok" in err.value.render(flag_name)[1] and not hub.commits
     push_space(bundle, f"{USER}/forge-hub", token=TOKEN, exist_ok=True)
     (sent,) = hub.commits
     assert sent.deleted == ["forge_hub/removed_module.py"]
@@ -117,7 +117,7 @@ def test_update_replaces_the_packages_whole(bundle, hub):
     assert repo.files["app.py"] == (bundle.folder / "app.py").read_bytes()
 
 
-def test_cli_checks_the_push_target_before_writing_anything(tmp_path, hub, capsys):
+def test_cli_checks_the_push_target_before_writing_anything(tmp_path, hub, capsys, monkeypatch):
     out = tmp_path / "build"
     assert main(["space", "--out", str(out), "--push-to", "no-owner"]) == 2
     assert "names no owner" in capsys.readouterr().err and not out.exists()
@@ -125,7 +125,8 @@ def test_cli_checks_the_push_target_before_writing_anything(tmp_path, hub, capsy
     assert "unknown Space hardware 'zero-h100'" in capsys.readouterr().err and not out.exists()
     assert main(["space", "--out", str(out), "--push-to", f"{USER}/fh"]) == 2  # no token anywhere
     assert "no Hugging Face token" in capsys.readouterr().err and not out.exists()
-    assert main(["space", "--out", str(out), "--push-to", f"{USER}/fh", "--token", TOKEN]) == 0
+    monkeypatch.setenv("SPACE_PUSH_TOKEN", TOKEN)
+    assert main(["space", "--out", str(out), "--push-to", f"{USER}/fh", "--token-env", "SPACE_PUSH_TOKEN"]) == 0
     assert "pushed:" in capsys.readouterr().out
     assert (out / "app.py").exists() and hub.commits[0].repo_id == f"{USER}/fh"
     assert hub.tokens_seen() == {TOKEN}

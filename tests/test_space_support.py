@@ -13,17 +13,21 @@ from types import SimpleNamespace
 import httpx
 import pytest
 import torch
-from conftest import HARMFUL, HARMLESS, make_model, make_tokenizer, random_artifact, save_model
-from hub_server import USER, FakeHub
+from helpers.hub_server import USER, FakeHub
+from helpers.tiny import HARMFUL, HARMLESS, make_model, make_tokenizer, random_artifact, save_model
 
-from forge_hub import layer_plot, space_support
+from forge_hub.abliterate import layer_plot
 from forge_hub.errors import HubError, ModelLoadError, PromptError
-from forge_hub.modeling import ModelSource, load_model
+from forge_hub.evaluation.report import comparison_rows, sample_rows
+from forge_hub.model.chat import chat_answer
+from forge_hub.model.loading import ModelSource, load_model
 from forge_hub.pipeline import ComputeOptions, compute
-from forge_hub.report import comparison_rows, sample_rows
-from forge_hub.space_jobs import ChatJob, ComputeJob, EvaluateJob, LoadedModels, chat_answer
-from forge_hub.space_support import ModelInfo
-from forge_hub.workspace import SessionFolders
+from forge_hub.prompts.choice import PromptLists
+from forge_hub.schema import RESULTS_SCHEMA, EvaluationResults
+from forge_hub.webapp import checks as space_support
+from forge_hub.webapp.checks import ModelInfo
+from forge_hub.webapp.jobs import ChatJob, ComputeJob, EvaluateJob, LoadedModels
+from forge_hub.webapp.workspace import SessionFolders
 
 GB = 1e9
 
@@ -36,7 +40,7 @@ def tiny_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def measured(tiny_dir):
     model, tok, src = load_model(str(tiny_dir))
-    return compute(model, tok, src, HARMFUL, HARMLESS, ComputeOptions(), progress=False)
+    return compute(model, tok, src, PromptLists(HARMFUL, HARMLESS), options=ComputeOptions(), progress=False)
 
 
 # --- layer_plot ---------------------------------------------------------------------------------
@@ -44,7 +48,7 @@ def measured(tiny_dir):
 def test_layer_rows_are_the_artifact_scores(measured):
     rows = layer_plot.layer_rows(measured)
     assert [r["layer"] for r in rows] == list(range(measured.num_layers))
-    candidates = measured.metadata["selection"]["candidates"]
+    candidates = measured.metadata.to_dict()["selection"]["candidates"]
     for r in rows:
         assert r["separation"] == pytest.approx(float(measured.scores["separation"][r["layer"]]))
         if r["layer"] in candidates:
@@ -97,7 +101,7 @@ def test_local_folder_size_comes_from_the_safetensors_headers(tiny_dir):
     ("./no-such-model", "does not exist"),
     ("missing.gguf", "does not exist"),
     ("not a valid id!", "not a valid Hub model id"),
-    ("gpt2", "has no owner"),
+    ("gpt2", "names no owner"),
 ])
 def test_bad_model_references_are_explained(text, message):
     with pytest.raises(ModelLoadError, match=message) as info:
@@ -177,7 +181,8 @@ def test_models_too_large_for_the_hardware_are_refused():
     with pytest.raises(ModelLoadError, match="this machine's memory: .* 76.8 GB, more than the 70.0 GB"):
         space_support.check_fits(eight_b, copies=2, budget=int(70 * GB), on_gpu=False)
     tiny = ModelInfo(ModelSource("folder", "/models/tiny"), 20_000, 80_000)
-    with pytest.raises(ModelLoadError, match="tiny is too large .* 20,000 parameters, .* 192.0 kB, more than the 100.0 kB"):
+    with pytest.raises(ModelLoadError,
+                       match="tiny is too large .* 20,000 parameters, .* 192.0 kB, more than the 100.0 kB"):
         space_support.check_fits(tiny, copies=2, budget=100_000, on_gpu=False)
 
 
@@ -195,33 +200,36 @@ def test_gpu_time_grows_with_the_work_and_stays_in_bounds(monkeypatch):
     tiny = ModelInfo(ModelSource("folder", "/m"), 20_000, 80_000)
     one_b = ModelInfo(ModelSource("hub", "o/1b"), 1_000_000_000, 2_000_000_000)
     eight_b = ModelInfo(ModelSource("hub", "o/8b"), 8_000_000_000, 16_000_000_000)
-    assert space_support.compute_seconds(tiny, 8, 4) == space_support.MIN_SECONDS
-    assert space_support.compute_seconds(one_b, 128, 16) < space_support.compute_seconds(eight_b, 128, 32)
-    assert space_support.compute_seconds(eight_b, 64, 32) < space_support.compute_seconds(eight_b, 256, 32)
+    assert space_support.compute_seconds(tiny, 8, num_layers=4) == space_support.MIN_SECONDS
+    assert space_support.compute_seconds(one_b, 128, num_layers=16) \
+        < space_support.compute_seconds(eight_b, 128, num_layers=32)
+    assert space_support.compute_seconds(eight_b, 64, num_layers=32) \
+        < space_support.compute_seconds(eight_b, 256, num_layers=32)
     # 8 B in bf16, 128 prompts per side, 32 layers: 16 s load + 1,600 prompt passes -> about two minutes
-    assert 90 <= space_support.compute_seconds(eight_b, 128, 32) <= 180
+    assert 90 <= space_support.compute_seconds(eight_b, 128, num_layers=32) <= 180
     assert space_support.evaluate_seconds(eight_b, 64, 40) < space_support.evaluate_seconds(eight_b, 64, 128)
     assert 60 <= space_support.evaluate_seconds(eight_b, 64, 40) <= 150
     assert space_support.chat_seconds(tiny, 128) == space_support.MIN_SECONDS
     monkeypatch.setenv(space_support.MAX_SECONDS_ENV, "100")
-    assert space_support.compute_seconds(eight_b, 512, 32) == 100
+    assert space_support.compute_seconds(eight_b, 512, num_layers=32) == 100
 
 
 def test_search_trials_add_gpu_time_until_they_no_longer_fit(monkeypatch):
     eight_b = ModelInfo(ModelSource("hub", "o/8b"), 8_000_000_000, 16_000_000_000)
-    alone = space_support.compute_seconds(eight_b, 64, 32)
-    assert space_support.compute_seconds(eight_b, 64, 32, search_trials=0) == alone
-    with_10 = space_support.compute_seconds(eight_b, 64, 32, search_trials=10)
-    with_40 = space_support.compute_seconds(eight_b, 64, 32, search_trials=40)
+    alone = space_support.compute_seconds(eight_b, 64, num_layers=32)
+    assert space_support.compute_seconds(eight_b, 64, num_layers=32, search_trials=0) == alone
+    with_10 = space_support.compute_seconds(eight_b, 64, num_layers=32, search_trials=10)
+    with_40 = space_support.compute_seconds(eight_b, 64, num_layers=32, search_trials=40)
     assert alone < with_10 < with_40 <= space_support.max_seconds()
     # each trial: 16 held-out answers of 24 tokens in one batch, plus a KL pass: about a second at 8 B
     assert 0.5 <= (with_40 - with_10) / 30 / space_support.SAFETY_FACTOR <= 3
     monkeypatch.setenv(space_support.MAX_SECONDS_ENV, "120")
-    with pytest.raises(ValueError, match=r"40 search trials do not fit in the 120s .* at most (\d+) trials") as err:
-        space_support.compute_seconds(eight_b, 64, 32, search_trials=40)
+    with pytest.raises(ValueError, match=r"(?s)40 search trials do not fit in the 120s .* at most (\d+) trials") as err:
+        space_support.compute_seconds(eight_b, 64, num_layers=32, search_trials=40)
     fit = int(re.search(r"at most (\d+) trials", str(err.value)).group(1))
     assert 0 < fit < 40
-    assert space_support.compute_seconds(eight_b, 64, 32, search_trials=fit) <= 120  # the number it names fits
+    # the number it names fits
+    assert space_support.compute_seconds(eight_b, 64, num_layers=32, search_trials=fit) <= 120
 
 
 def test_on_space_matches_gradios_test(monkeypatch):
@@ -237,9 +245,9 @@ def test_on_space_matches_gradios_test(monkeypatch):
 def test_target_repo_stays_in_the_users_namespaces():
     assert space_support.target_repo("my-model", "alice") == "alice/my-model"
     assert space_support.target_repo("", "alice", default="tiny-abliterated") == "alice/tiny-abliterated"
-    assert space_support.target_repo("lab/my-model", "alice", ["lab"]) == "lab/my-model"
+    assert space_support.target_repo("lab/my-model", "alice", orgs=["lab"]) == "lab/my-model"
     with pytest.raises(HubError, match="cannot push to the namespace 'bob'") as info:
-        space_support.target_repo("bob/my-model", "alice", ["lab"])
+        space_support.target_repo("bob/my-model", "alice", orgs=["lab"])
     assert "alice" in info.value.hint and "lab" in info.value.hint
     with pytest.raises(HubError, match="not a valid repo id"):
         space_support.target_repo("my model", "alice")
@@ -294,15 +302,16 @@ def test_sweep_removes_abandoned_sessions_only(tmp_path):
 
 # --- result tables ------------------------------------------------------------------------------
 
-def _result(kl: float = 0.1234567) -> dict:
-    return {
+def _result(kl: float = 0.1234567) -> EvaluationResults:
+    return EvaluationResults.from_dict({
+        "schema": RESULTS_SCHEMA, "model": "m", "reference": "r", "settings": {"max_new_tokens": 4},
         "prompts": {"harmful": {"count": 4}, "harmless": {"count": 5}},
         "results": {"reference": {"refusals": 3, "refusal_rate": 0.75, "over_refusals": 1, "over_refusal_rate": 0.2},
                     "model": {"refusals": 1, "refusal_rate": 0.25, "over_refusals": 0, "over_refusal_rate": 0.0},
                     "kl_divergence": kl, "cross_entropy": {"reference": 1.5, "model": 1.75}},
         "samples": [{"prompt": "p1", "reference": "I'm sorry", "model": "Sure |"},
                     {"prompt": "p2", "reference": "", "model": "x" * 500}],
-    }
+    })
 
 
 def test_comparison_rows_put_before_and_after_side_by_side():
@@ -322,8 +331,9 @@ def test_comparison_rows_put_before_and_after_side_by_side():
 
 def test_compute_job_writes_the_artifact_under_the_hub_name(tiny_dir, tmp_path):
     source = ModelSource("hub", "org/tiny", "main")
-    job = ComputeJob(str(tiny_dir), source, HARMFUL, HARMLESS, str(tmp_path / "directions"), ComputeOptions(layer=2))
-    metadata = job.run()
+    job = ComputeJob(str(tiny_dir), source, PromptLists(HARMFUL, HARMLESS), str(tmp_path / "directions"),
+                     ComputeOptions(layer=2))
+    metadata = job.run().to_dict()
     saved = json.loads((tmp_path / "directions" / "refusal.json").read_text())
     assert saved["model"] == "org/tiny" and saved["revision"] == "main" and saved["selected_layer"] == 2.0
     assert metadata["selected_layer"] == 2.0 and metadata["prompts"]["harmful"]["count"] == len(HARMFUL)
@@ -333,14 +343,14 @@ def test_evaluate_and_chat_jobs(tiny_dir, tmp_path):
     out = tmp_path / "results.json"
     job = EvaluateJob(str(tiny_dir), str(tiny_dir), HARMFUL[:3], HARMLESS[:3], str(out))
     job.settings.max_new_tokens = 6
-    result = job.run()
+    result = job.run().to_dict()
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert result["results"]["kl_divergence"] == pytest.approx(0.0, abs=1e-6)  # a model against itself
     assert result["results"]["model"]["refusals"] == result["results"]["reference"]["refusals"]
 
     model, tok, _ = load_model(str(tiny_dir))
     messages = [{"role": "user", "content": "write a poem about a cat"}]
-    expected = chat_answer(model, tok, messages, 12)
+    expected = chat_answer(model, tok, messages, max_new_tokens=12)
     batch = make_tokenizer().apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
                                                  return_dict=True)
     with torch.inference_mode():

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from forge_hub.errors import OutputError
-from forge_hub.staging import staged_output
+from forge_hub.outputs.staging import staged_output
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def test_a_failed_write_leaves_nothing_and_an_existing_output_needs_overwrite(tm
     (dest / "old.txt").write_text("old")
     with pytest.raises(OutputError, match="already exists") as err, staged_output(dest):
         pass
-    assert "--overwrite" in err.value.hint and (dest / "old.txt").read_text() == "old"
+    assert "{overwrite}" in err.value.hint and err.value.input == "out" and (dest / "old.txt").read_text() == "old"
     with staged_output(dest, overwrite=True) as tmp:
         (tmp / "new.txt").write_text("new")
     assert [p.name for p in tmp_path.iterdir()] == ["out"] and [p.name for p in dest.iterdir()] == ["new.txt"]

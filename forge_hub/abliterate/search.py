@@ -1,0 +1,247 @@
+"""Automatic parameter search: fewest refusals at the least damage (``forge-hub run --optimize``).
+
+Optuna's multi-objective TPE sampler minimises (refusals, KL) over the direction's layer
+(fractional: neighbouring layers' directions interpolate), the direction method, and for the
+attention and MLP writers separately a linear per-layer weight kernel (peak weight, centre,
+width, floor). The first trial is the measured default, so the search can only improve on it.
+
+Trials are cheap: one model stays loaded, each trial's edit is written into its weights in place
+and undone from a saved copy of the residual writers before the next; KL costs one forward pass
+on the harmless prompts, and refusal counting stops early once a trial is already dominated
+(more refusals than a finished trial with no larger KL). The study lives in an SQLite file, so
+an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import torch
+from tqdm.auto import tqdm
+
+from forge_hub.abliterate.architecture import ATTN, MLP
+from forge_hub.abliterate.directions import RefusalDirections
+from forge_hub.abliterate.live import apply_plan, plan_for_model
+from forge_hub.errors import SettingsError
+from forge_hub.evaluation.generation import first_token_logprobs, generate, kl_divergence
+from forge_hub.evaluation.refusals import REFUSAL_MARKERS, is_refusal
+from forge_hub.schema import AblationSettings
+
+OBJECTIVES = ("refusals", "kl")
+SEARCH_METHODS = ("projected", "mean_diff")
+DEFAULT_PICK_MAX_KL = 0.2
+
+
+@dataclass
+class SearchOptions:
+    trials: int = 40
+    storage: Path = Path("forge-hub-study.db")
+    study_name: str = "forge-hub"
+    max_new_tokens: int = 24
+    batch_size: int = 32
+    seed: int = 0
+    methods: tuple[str, ...] = SEARCH_METHODS
+    pick_max_kl: float = DEFAULT_PICK_MAX_KL  # default pick: fewest refusals among trials with KL at most this
+    system_prompt: str | None = None
+    markers: tuple[str, ...] = REFUSAL_MARKERS
+
+
+class TrialEvaluator:
+    """Scores settings on one loaded model, editing its weights in place and restoring them."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: object, harmful: Sequence[str], harmless: Sequence[str],
+                 options: SearchOptions) -> None:
+        self.model, self.tokenizer, self.options = model, tokenizer, options
+        self.harmful, self.harmless = list(harmful), list(harmless)
+        self.params = dict(model.named_parameters())
+        self.originals: dict[str, torch.Tensor] = {}
+        self.reference = first_token_logprobs(model, tokenizer, self.harmless, batch_size=options.batch_size,
+                                              system_prompt=options.system_prompt)
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for name, original in self.originals.items():
+            self.params[name].copy_(original)
+
+    @torch.no_grad()
+    def edit(self, artifact: RefusalDirections, settings: AblationSettings) -> None:
+        self.restore()
+        plan = plan_for_model(self.model, artifact, settings)
+        for name in plan.edits:
+            if name not in self.originals:
+                self.originals[name] = self.params[name].detach().clone()
+        apply_plan(self.model, plan)
+
+    def __call__(self, artifact: RefusalDirections, settings: AblationSettings,
+                 bound_for_kl: Callable[[float], float | None] = lambda kl: None) -> tuple[float, float, bool]:
+        """(refusals, kl, complete). Counting stops once refusals exceed ``bound_for_kl(kl)``;
+        the refusals of a stopped trial are then extrapolated to the whole prompt set."""
+        o = self.options
+        self.edit(artifact, settings)
+        kl = kl_divergence(self.reference, first_token_logprobs(self.model, self.tokenizer, self.harmless,
+                                                                batch_size=o.batch_size, system_prompt=o.system_prompt))
+        refusal_bound = bound_for_kl(kl)
+        refusals, seen = 0, 0
+        for start in range(0, len(self.harmful), o.batch_size):
+            chunk = self.harmful[start:start + o.batch_size]
+            answers = generate(self.model, self.tokenizer, chunk, max_new_tokens=o.max_new_tokens,
+                               batch_size=o.batch_size, system_prompt=o.system_prompt)
+            refusals += sum(is_refusal(a, o.markers) for a in answers)
+            seen += len(chunk)
+            if refusal_bound is not None and refusals > refusal_bound and seen < len(self.harmful):
+                return refusals * len(self.harmful) / seen, kl, False
+        return float(refusals), kl, True
+
+
+def suggest_settings(trial: optuna.Trial, num_layers: int, methods: Sequence[str]) -> tuple[str, AblationSettings]:
+    """The search space. Kernels are linear: ``peak`` at ``center``, falling to ``peak * floor`` at
+    distance ``width`` and to zero beyond (a width of ``num_layers`` with floor 1 is constant)."""
+    last = num_layers - 1
+    method = trial.suggest_categorical("method", list(methods))
+    layer = trial.suggest_float("direction_layer", 0.4 * last, 0.9 * last)
+    strengths, kernels = {}, {}
+    for component in (ATTN, MLP):
+        strengths[component] = trial.suggest_float(f"{component}_peak", 0.5, 1.5)
+        kernels[component] = {
+            "kernel": "linear",
+            "center": trial.suggest_float(f"{component}_center", 0.3 * last, last),
+            "width": trial.suggest_float(f"{component}_width", 0.2 * num_layers, float(num_layers)),
+            "floor": trial.suggest_float(f"{component}_floor", 0.0, 1.0),
+        }
+    return method, AblationSettings(direction_layer=layer, attn_strength=strengths[ATTN], mlp_strength=strengths[MLP],
+                                    component_kernels=kernels)
+
+
+def default_trial_params(artifact: RefusalDirections) -> dict[str, object]:
+    """The measured default (selected layer, full strength in every layer) as search parameters."""
+    n = artifact.num_layers
+    params: dict[str, object] = {"method": artifact.metadata.method,
+                                 "direction_layer": artifact.selected_layer}
+    for component in (ATTN, MLP):
+        params.update({f"{component}_peak": 1.0, f"{component}_center": artifact.selected_layer,
+                       f"{component}_width": float(n), f"{component}_floor": 1.0})
+    return params
+
+
+def run_search(model: torch.nn.Module, tokenizer: object, artifact: RefusalDirections, harmful: Sequence[str],
+               harmless: Sequence[str], options: SearchOptions, *, progress: bool = True) -> optuna.Study:
+    """Run (or resume) the study until it holds ``options.trials`` finished trials."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    methods = tuple(m for m in options.methods if m in SEARCH_METHODS) or ("projected",)
+    options.storage.parent.mkdir(parents=True, exist_ok=True)
+    study = optuna.create_study(
+        study_name=options.study_name, storage=f"sqlite:///{options.storage}", load_if_exists=True,
+        directions=["minimize", "minimize"],
+        sampler=optuna.samplers.TPESampler(seed=options.seed, multivariate=True, n_startup_trials=10),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(OBJECTIVES))
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    remaining = options.trials - len(done)
+    if remaining <= 0:
+        return study
+    if not study.trials:
+        default = default_trial_params(artifact)
+        if default["method"] not in methods:
+            default["method"] = methods[0]
+        study.enqueue_trial(default)
+    evaluator = TrialEvaluator(model, tokenizer, harmful, harmless, options)
+    variants = {m: artifact.with_method(m) for m in methods}
+    bar = tqdm(total=remaining, desc="search", unit="trial", disable=not progress)
+
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        method, settings = suggest_settings(trial, artifact.num_layers, methods)
+        refusals, kl, complete = evaluator(variants[method], settings, lambda kl: _refusal_bound(study, kl))
+        trial.set_user_attr("settings", settings.to_dict())
+        trial.set_user_attr("complete", complete)
+        bar.update(1)
+        bar.set_postfix(refusals=f"{refusals:.0f}", kl=f"{kl:.3f}")
+        return refusals, kl
+
+    try:
+        study.optimize(objective, n_trials=remaining, gc_after_trial=False)
+    finally:
+        evaluator.restore()
+        bar.close()
+    return study
+
+
+def _refusal_bound(study: optuna.Study, kl: float) -> float | None:
+    """A trial with more refusals than a finished one of no larger KL is dominated: stop counting."""
+    better = [t.values[0] for t in finished_trials(study) if t.values[1] <= kl and t.user_attrs.get("complete")]
+    return min(better) if better else None
+
+
+def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+
+
+def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Non-dominated finished trials, fewest refusals first."""
+    return sorted(study.best_trials, key=lambda t: (t.values[0], t.values[1]))
+
+
+def pick_trial(study: optuna.Study, total: int, *, max_kl: float = DEFAULT_PICK_MAX_KL,
+               number: int | None = None) -> tuple[optuna.trial.FrozenTrial, str]:
+    """Trial ``number`` when given; else the fewest refusals among trials with KL <= ``max_kl``,
+    the lower KL breaking ties. A bound rather than a weighted sum because users ask "how many
+    refusals are left at acceptable damage": a weighted sum trades a refusal for a fixed amount of
+    KL and, on the fixture, picks a trial that refuses three times as often to save 0.04 of KL.
+    When no trial is within the bound, the lowest ``refusals / total + KL`` (one refusal in a
+    hundred weighs as much as 0.01 of KL). Returns the trial and the rule that chose it."""
+    trials = finished_trials(study)
+    if not trials:
+        raise SettingsError("the study has no finished trials", "run some trials first ({trials} > 0)", input="trials")
+    if number is not None:
+        chosen = [t for t in trials if t.number == number]
+        if not chosen:
+            raise SettingsError(f"trial {number} is not a finished trial of this study",
+                                f"pick one of {', '.join(str(t.number) for t in trials)} with {{pick}}", input="pick")
+        return chosen[0], "given"
+    within = [t for t in trials if t.values[1] <= max_kl]
+    if within:
+        return min(within, key=lambda t: (t.values[0], t.values[1])), f"fewest refusals with KL <= {max_kl:g}"
+    return (min(trials, key=lambda t: (t.values[0] / total + t.values[1], t.values[1])),
+            f"no trial with KL <= {max_kl:g}: lowest refusal rate + KL")
+
+
+def trial_choice(trial: optuna.trial.FrozenTrial) -> tuple[str, AblationSettings]:
+    return str(trial.params["method"]), AblationSettings.from_dict(trial.user_attrs["settings"])
+
+
+def front_table(study: optuna.Study, picked: optuna.trial.FrozenTrial | None = None, total: int | None = None) -> str:
+    """The Pareto front as a Markdown table."""
+    rows = ["| trial | refusals | KL | method | layer | attn peak | mlp peak |", "|---|---|---|---|---|---|---|"]
+    for t in pareto_front(study):
+        mark = " (picked)" if picked is not None and t.number == picked.number else ""
+        refusals = f"{t.values[0]:.0f}" + (f"/{total}" if total else "")
+        rows.append(f"| {t.number}{mark} | {refusals} | {t.values[1]:.3f} | {t.params['method']} | "
+                    f"{t.params['direction_layer']:.2f} | {t.params['attn_peak']:.2f} | {t.params['mlp_peak']:.2f} |")
+    return "\n".join(rows)
+
+
+def plot_front(study: optuna.Study, path: Path, picked: optuna.trial.FrozenTrial | None = None) -> Path:
+    """Every trial's (refusals, KL) with the Pareto front and the pick marked, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization.matplotlib import plot_pareto_front
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # optuna marks its matplotlib plots experimental
+        ax = plot_pareto_front(study, target_names=list(OBJECTIVES))
+    if picked is not None:
+        ax.scatter([picked.values[0]], [picked.values[1]], s=160, facecolors="none", edgecolors="red", linewidths=2,
+                   label=f"picked: trial {picked.number}")
+        ax.legend()
+    ax.set_title("forge-hub search: refusals vs first-token KL")
+    ax.figure.tight_layout()
+    ax.figure.savefig(path, dpi=120)
+    plt.close(ax.figure)
+    return path

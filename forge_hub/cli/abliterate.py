@@ -1,0 +1,236 @@
+"""``forge-hub compute``, ``apply`` and ``run``: measure the refusal direction, write the edited model,
+or both in one go (optionally with the parameter search and a push to the Hub)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from forge_hub.cli.options import (
+    MODEL_HELP,
+    add_compute_options,
+    add_generation_options,
+    add_gguf_output_option,
+    add_model_options,
+    add_output_options,
+    add_prompt_options,
+    add_publish_options,
+    add_settings_options,
+    compute_options,
+    gguf_repo,
+    load_model_from,
+    prompt_choice,
+    settings_from,
+    token_from,
+)
+from forge_hub.errors import HubError
+
+EPILOG = "Models: a Hub id (owner/name), a local Hugging Face folder, or a .gguf file."
+
+
+def add_abliterate_parsers(sub: argparse._SubParsersAction) -> None:
+    compute = sub.add_parser("compute", help="compute refusal directions and choose a layer", epilog=EPILOG)
+    add_model_options(compute, quantization=True)
+    add_prompt_options(compute, split="train", purpose="for the directions")
+    add_generation_options(compute)
+    add_compute_options(compute)
+    add_settings_options(compute)
+    add_output_options(compute, "folder for refusal.safetensors + refusal.json")
+    compute.set_defaults(handler=_cmd_compute)
+
+    apply = sub.add_parser("apply", help="write an abliterated copy of a model", epilog=EPILOG)
+    apply.add_argument("model", help=f"the source model (never modified): {MODEL_HELP}")
+    apply.add_argument("--revision", help="Hub revision (branch, tag or commit)")
+    apply.add_argument("--directions", required=True, help="folder written by `forge-hub compute`")
+    add_output_options(apply, "output folder")
+    apply.add_argument("--dtype", default="auto", help="dtype for --to-safetensors: auto, bf16, fp16, fp32")
+    add_gguf_output_option(apply)
+    apply.add_argument("--trust-remote-code", action="store_true", help="allow the model repo's own code")
+    apply.add_argument("--allow-other-model", action="store_true",
+                       help="apply a direction computed on a different model of the same shape")
+    add_settings_options(apply)
+    apply.set_defaults(handler=_cmd_apply)
+
+    run = sub.add_parser("run", help="compute, then apply, in one go", epilog=EPILOG)
+    add_model_options(run, quantization=True)
+    add_prompt_options(run, split="train", purpose="for the directions")
+    add_generation_options(run)
+    add_compute_options(run)
+    add_settings_options(run)
+    add_output_options(run, "output folder for the abliterated model")
+    add_gguf_output_option(run)
+    _add_search_options(run)
+    run.add_argument("--push-to", metavar="OWNER/NAME", help="then push the output folder to this Hub model repo")
+    add_publish_options(run, after_run=True)
+    run.set_defaults(handler=_cmd_run)
+
+
+def _add_search_options(p: argparse.ArgumentParser) -> None:
+    from forge_hub.abliterate.search import DEFAULT_PICK_MAX_KL
+
+    g = p.add_argument_group("parameter search (--optimize)")
+    g.add_argument("--optimize", action="store_true",
+                   help="search layer, method, strengths and per-layer kernels for the fewest refusals at the least KL")
+    g.add_argument("--trials", type=int, default=40, help="finished trials the study should hold (default 40)")
+    g.add_argument("--study", help="SQLite file of the study; an existing one is resumed "
+                   "(default: forge-hub-<model>.study.db here)")
+    g.add_argument("--pick", type=int, metavar="TRIAL", help="use this trial instead of the default pick")
+    g.add_argument("--pick-max-kl", type=float, default=DEFAULT_PICK_MAX_KL,
+                   help=f"default pick: the fewest refusals among trials with KL at most this "
+                        f"(default {DEFAULT_PICK_MAX_KL:g})")
+    g.add_argument("--eval-harmful", help="harmful prompts that score trials (default: the held-out prompts)")
+    g.add_argument("--eval-harmless", help="harmless prompts that score trials (default: the held-out prompts)")
+    g.add_argument("--search-tokens", type=int, default=24, help="answer length while searching (default 24)")
+    g.add_argument("--refusal-markers", help="file of refusal phrases, one per line (default: forge-hub's)")
+
+
+def _load_prompts(args: argparse.Namespace):
+    """Both prompt lists, after a cheap check of the model path (a typo fails before any download)."""
+    from forge_hub.model.loading import resolve_source
+    from forge_hub.prompts.choice import load_prompt_lists
+
+    resolve_source(args.model, args.revision)
+    lists = load_prompt_lists(prompt_choice(args))
+    print(f"prompts: {lists.summary()}", file=sys.stderr)
+    return lists
+
+
+def _compute_artifact(args: argparse.Namespace):
+    from forge_hub.pipeline import compute
+
+    prompts = _load_prompts(args)  # before the model: a bad list fails fast
+    model, tokenizer, src = load_model_from(args)
+    return compute(model, tokenizer, src, prompts, options=compute_options(args))
+
+
+def _optimize(args: argparse.Namespace):
+    """`run --optimize`: directions, then the search; prints the Pareto front and saves its plot."""
+    from forge_hub.abliterate.search import SearchOptions, front_table, plot_front
+    from forge_hub.pipeline import optimize
+    from forge_hub.prompts.sources import load_prompts
+
+    prompts = _load_prompts(args)
+    eval_harmful = load_prompts(args.eval_harmful, column=args.column) if args.eval_harmful else None
+    eval_harmless = load_prompts(args.eval_harmless, column=args.column) if args.eval_harmless else None
+    markers = tuple(load_prompts(args.refusal_markers)) if args.refusal_markers else None
+    model, tokenizer, src = load_model_from(args)
+    name = Path(src.id).stem if src.kind != "hub" else src.id.replace("/", "--")
+    storage = Path(args.study or f"forge-hub-{name}.study.db")
+    search = SearchOptions(trials=args.trials, storage=storage, max_new_tokens=args.search_tokens,
+                           batch_size=args.batch_size, seed=args.seed, pick_max_kl=args.pick_max_kl,
+                           system_prompt=args.system_prompt)
+    if markers:
+        search.markers = tuple(m.lower() for m in markers)
+    outcome = optimize(model, tokenizer, src, prompts, options=compute_options(args), search=search,
+                       eval_harmful=eval_harmful, eval_harmless=eval_harmless, pick=args.pick)
+    record, chosen = outcome.record, outcome.chosen
+    total = record.eval_prompts["harmful"].count
+    print("\nPareto front (refusals on the harmful evaluation prompts, first-token KL on the harmless ones):")
+    print(front_table(outcome.study, chosen, total))
+    plot = plot_front(outcome.study, storage.with_suffix(".pareto.png"), chosen)
+    print(f"\npicked trial {chosen.number} ({record.pick}): {chosen.values[0]:.0f}/{total} refusals, "
+          f"KL {chosen.values[1]:.3f}; plot: {plot}")
+    print(f"study: {storage} (run again with --trials N to continue, or --pick TRIAL to choose another trial)")
+    return outcome.artifact
+
+
+def _cmd_compute(args: argparse.Namespace) -> int:
+    from forge_hub.outputs.staging import staged_output
+
+    start = time.time()
+    artifact = _compute_artifact(args)
+    with staged_output(args.out, args.overwrite) as tmp:
+        artifact.save(tmp)
+    _print_compute_summary(artifact)
+    print(f"\nwrote {Path(args.out).resolve()} in {time.time() - start:.0f}s")
+    return 0
+
+
+def _cmd_apply(args: argparse.Namespace) -> int:
+    from forge_hub.abliterate.directions import RefusalDirections
+    from forge_hub.model.loading import resolve_source
+    from forge_hub.pipeline import apply
+
+    start = time.time()
+    artifact = RefusalDirections.load(args.directions)
+    settings = settings_from(args, artifact.metadata.apply_settings)
+    computed_on, target = artifact.metadata.model, resolve_source(args.model, args.revision).id
+    if computed_on and computed_on != target and not args.allow_other_model:
+        # same sizes (checked before any write), but maybe another model: say so, don't guess
+        print(f"warning: the direction was computed on {computed_on}, not {target}; sizes match, so it is "
+              "applied (pass --allow-other-model to silence this)", file=sys.stderr)
+    report = apply(args.model, artifact, args.out, settings=settings, revision=args.revision,
+                   overwrite=args.overwrite, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+                   gguf_output="safetensors" if args.to_safetensors else "gguf")
+    _print_apply_summary(report, settings, time.time() - start)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from forge_hub.pipeline import apply, push
+
+    token = _check_run_push(args)  # a bad repo name or a missing token fails now, not after the run
+    start = time.time()
+    artifact = _optimize(args) if args.optimize else _compute_artifact(args)
+    if not args.optimize:
+        _print_compute_summary(artifact)
+    settings = artifact.metadata.apply_settings
+    report = apply(args.model, artifact, args.out, settings=settings, revision=args.revision,
+                   overwrite=args.overwrite, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+                   gguf_output="safetensors" if args.to_safetensors else "gguf")
+    _print_apply_summary(report, settings, time.time() - start)
+    if args.push_to:
+        from forge_hub.hub.push import print_result
+
+        print_result(push(args.out, args.push_to, token=token, private=args.private, exist_ok=args.exist_ok,
+                             gguf_types=args.gguf, gguf_repo=gguf_repo(args, args.push_to)))
+    return 0
+
+
+def _check_run_push(args: argparse.Namespace) -> str | None:
+    """Before a run's long compute: repo names, GGUF types, token, and an output that can be pushed."""
+    from forge_hub.pipeline import check_publish
+
+    if not args.push_to:
+        if args.gguf or args.gguf_repo or args.private or args.exist_ok:
+            raise HubError("--gguf, --gguf-repo, --private and --exist-ok only apply with --push-to",
+                           "add --push-to OWNER/NAME, or write GGUF files later with `forge-hub gguf`")
+        return None
+    if str(args.model).endswith(".gguf") and not args.to_safetensors:
+        raise HubError("a GGUF source is edited as GGUF, which `push` does not publish",
+                       "add --to-safetensors to write (and push) a safetensors model folder")
+    _, token = check_publish(args.push_to, gguf_types=args.gguf, gguf_repo=gguf_repo(args, args.push_to),
+                             token=token_from(args))
+    return token
+
+
+def _print_compute_summary(artifact) -> None:
+    meta = artifact.metadata
+    prompts = meta.prompts
+    held_harmful = prompts.held_out_harmful.count if prompts.held_out_harmful else 0
+    held_harmless = prompts.held_out_harmless.count if prompts.held_out_harmless else 0
+    print(f"\nmodel            {meta.model}")
+    print(f"method           {meta.method}   layers {meta.num_layers}   hidden {meta.hidden_size}")
+    print(f"prompts          {prompts.harmful.count} harmful / {prompts.harmless.count} harmless for directions, "
+          f"{held_harmful} / {held_harmless} held out")
+    if "refusal_probability" in artifact.scores:
+        print(f"baseline refusal probability {meta.selection.baseline_refusal_probability:.3f}")
+        print("layer  refusal-prob      kl  separation")
+        for layer in meta.selection.candidates:
+            mark = "  <- chosen" if layer == meta.selected_layer else ""
+            print(f"{layer:5d}  {artifact.scores['refusal_probability'][layer]:12.3f}  "
+                  f"{artifact.scores['kl'][layer]:6.3f}  {artifact.scores['separation'][layer]:10.3f}{mark}")
+    print(f"selected layer   {meta.selected_layer:g} ({meta.selection.how})")
+
+
+def _print_apply_summary(report, settings, seconds: float) -> None:
+    layers = report.edited_layers
+    span = f"{layers[0]}..{layers[-1]}" if layers else "none"
+    print(f"\nedited {report.edited_tensors} tensors in layers {span} across {report.shards} shard(s)")
+    print(f"settings: {json.dumps({k: v for k, v in settings.to_dict().items() if v is not None})}")
+    if report.skipped_files:
+        print(f"not copied (unsafe or not needed): {', '.join(report.skipped_files)}")
+    print(f"wrote {report.output} in {seconds:.0f}s")

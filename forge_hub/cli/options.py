@@ -1,0 +1,194 @@
+"""Options that several commands share, declared once, and their conversion to library values.
+
+Each ``add_*`` function adds one group of flags; the function beside it turns the parsed flags
+into what the library takes (a loaded model, a :class:`~forge_hub.prompts.choice.PromptChoice`,
+:class:`~forge_hub.pipeline.ComputeOptions`, ...). A flag is named after the library parameter
+it sets, so an error that names a parameter (``{out}``) reads as the flag (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+
+from forge_hub.errors import HubError
+from forge_hub.schema import EMBEDDING_MODES, KERNELS, AblationSettings
+
+MODEL_HELP = "Hub id (owner/name), local Hugging Face folder or .gguf file"
+GGUF_REPO_AUTO = "<OWNER/NAME>-GGUF"
+
+
+# --- the model ------------------------------------------------------------------------------------
+
+def add_model_options(p: argparse.ArgumentParser, *, quantization: bool = False) -> None:
+    """The positional model and how to load it (``quantization``: the compute step's --load-in)."""
+    p.add_argument("model", help=MODEL_HELP)
+    g = p.add_argument_group("loading the model")
+    g.add_argument("--revision", help="Hub revision (branch, tag or commit)")
+    g.add_argument("--dtype", default="auto", help="auto (checkpoint dtype on a GPU, float32 on a CPU), bf16, fp16 "
+                   "or fp32 (default: auto)")
+    g.add_argument("--device-map", help="accelerate device map, e.g. auto (spreads a large model over GPUs/CPU/disk)")
+    if quantization:
+        g.add_argument("--load-in", choices=["4bit", "8bit"], help="bitsandbytes quantization for the compute step")
+    g.add_argument("--trust-remote-code", action="store_true", help="allow the model repo's own code (off by default)")
+    g.add_argument("--chat-template", help="a Jinja chat template file, for models that ship none")
+
+
+def load_model_from(args: argparse.Namespace, model: str | None = None, *, revision: str | None = None):
+    """``(model, tokenizer, source)`` as the model flags say; ``model`` loads another one (a
+    reference) the same way."""
+    from forge_hub.model.loading import load_model
+
+    return load_model(model or args.model, revision=revision if model else args.revision, dtype=args.dtype,
+                      device_map=args.device_map, quantization=getattr(args, "load_in", None),
+                      trust_remote_code=args.trust_remote_code, chat_template=args.chat_template)
+
+
+# --- prompts --------------------------------------------------------------------------------------
+
+def add_prompt_options(p: argparse.ArgumentParser, *, split: str, purpose: str) -> None:
+    """Where the harmful and harmless prompts come from (``split``: the dataset split read by default)."""
+    from forge_hub.prompts.dataset import DATASET_ENV, DEFAULT_DATASET, DEFAULT_SAMPLE, SPLIT_NAMES, default_dataset
+
+    g = p.add_argument_group(f"prompts ({purpose})")
+    g.add_argument("--prompts-dataset", metavar="ID_OR_DIR", default=default_dataset(),
+                   help=f"prompt dataset for the sides not given by --harmful/--harmless: a Hub id or a folder from "
+                   f"`forge-hub datasets build` (default: ${DATASET_ENV}, else {DEFAULT_DATASET}; offline with no "
+                   f"cached copy, the curated lists shipped with forge-hub)")
+    g.add_argument("--split", default=split, choices=SPLIT_NAMES, help=f"dataset split to read (default: {split})")
+    g.add_argument("--sources", help="comma-separated dataset sources to keep, e.g. advbench,jailbreakbench "
+                   "(default: all)")
+    g.add_argument("--harmful", help="harmful prompts instead of the dataset's: file, folder, dataset "
+                   "name[:config][:split] or builtin:harmful")
+    g.add_argument("--harmless", help="harmless prompts instead of the dataset's (same forms, or builtin:harmless)")
+    g.add_argument("--column", help="column holding the prompts in csv/json/parquet/dataset sources")
+    g.add_argument("--n-prompts", type=int, help=f"sample at most this many prompts per side (default: all of a "
+                   f"--harmful/--harmless source, {DEFAULT_SAMPLE} from the prompt dataset)")
+    g.add_argument("--seed", type=int, default=0, help="seed for sampling and the held-out split")
+
+
+def prompt_choice(args: argparse.Namespace):
+    from forge_hub.cli.datasets import parse_names
+    from forge_hub.prompts.choice import PromptChoice
+
+    return PromptChoice(harmful=args.harmful, harmless=args.harmless, dataset=args.prompts_dataset,
+                        split=args.split, sources=parse_names(args.sources), column=args.column,
+                        n_prompts=args.n_prompts, seed=args.seed)
+
+
+def add_generation_options(p: argparse.ArgumentParser) -> None:
+    """How prompts are put to the model: a system prompt, batch size."""
+    p.add_argument("--system-prompt", help="system prompt put before each instruction")
+    p.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass (default 16)")
+
+
+# --- directions -------------------------------------------------------------------------------------
+
+def add_compute_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("directions and layer choice")
+    g.add_argument("--method", default="projected", choices=["mean_diff", "projected", "svd"],
+                   help="direction method (default: projected)")
+    g.add_argument("--num-directions", type=int, default=1, help="directions kept by --method svd")
+    g.add_argument("--positions", default="-1", help="prompt positions to read, from the end, e.g. -1,-2 (default -1)")
+    g.add_argument("--winsorize", type=float, metavar="Q", help="clip activations at quantile Q (e.g. 0.995)")
+    g.add_argument("--layer", type=float,
+                   help="use this layer (index, or fraction of depth if < 1) instead of measuring")
+    g.add_argument("--held-out", type=float, default=0.25, help="fraction of prompts kept aside to score layers")
+    g.add_argument("--max-kl", type=float, default=1.0, help="hard KL bound for a candidate layer (default 1.0)")
+    g.add_argument("--kl-weight", type=float, default=1.0,
+                   help="layer score = refusal probability + KL-WEIGHT * KL (default 1.0)")
+
+
+def compute_options(args: argparse.Namespace):
+    from forge_hub.pipeline import ComputeOptions
+
+    return ComputeOptions(
+        method=args.method, num_directions=args.num_directions,
+        positions=tuple(int(x) for x in args.positions.split(",")), batch_size=args.batch_size,
+        system_prompt=args.system_prompt, winsorize_quantile=args.winsorize, held_out_fraction=args.held_out,
+        layer=args.layer, max_kl=args.max_kl, kl_weight=args.kl_weight, seed=args.seed,
+        settings=settings_from(args, AblationSettings()),
+    )
+
+
+def add_settings_options(p: argparse.ArgumentParser) -> None:
+    """Ablation settings; only flags given on the command line override the artifact's."""
+    g = p.add_argument_group("ablation settings")
+    s = argparse.SUPPRESS
+    g.add_argument("--direction-layer", type=float, default=s, help="direction's layer (fractional interpolates)")
+    g.add_argument("--per-layer", action="store_true", default=s, help="each layer removes its own direction")
+    g.add_argument("--layers", default=s, metavar="START:END", help="edit only layers START..END-1")
+    g.add_argument("--skip-first", type=int, default=s, help="leave the first N layers unedited")
+    g.add_argument("--skip-last", type=int, default=s, help="leave the last N layers unedited")
+    g.add_argument("--strength", type=float, default=s, help="projection strength (1 removes the component)")
+    g.add_argument("--attn-strength", type=float, default=s, help="extra factor for attention writers")
+    g.add_argument("--mlp-strength", type=float, default=s, help="extra factor for MLP writers")
+    g.add_argument("--kernel", choices=KERNELS, default=s, help="per-layer weight shape")
+    g.add_argument("--kernel-center", type=float, default=s)
+    g.add_argument("--kernel-width", type=float, default=s)
+    g.add_argument("--kernel-floor", type=float, default=s)
+    g.add_argument("--norm-preserving", action="store_true", default=s, help="keep every residual vector's norm")
+    g.add_argument("--biprojected", action="store_true", default=s,
+                   help="orthogonalize the direction against each target layer's harmless mean")
+    g.add_argument("--subspace", action="store_true", default=s, help="remove the SVD subspace (--method svd)")
+    g.add_argument("--embeddings", choices=EMBEDDING_MODES, default=s,
+                   help="auto: edit untied embeddings, keep tied ones; untie: copy the head, then edit")
+
+
+def settings_from(args: argparse.Namespace, base: AblationSettings) -> AblationSettings:
+    """``base`` with the settings given on the command line."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(AblationSettings) if hasattr(args, f.name)}
+    if hasattr(args, "layers"):
+        start, _, end = args.layers.partition(":")
+        given["layer_start"] = int(start) if start else None
+        given["layer_end"] = int(end) if end else None
+    return dataclasses.replace(base, **given)
+
+
+# --- outputs ----------------------------------------------------------------------------------------
+
+def add_output_options(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--out", required=True, help=f"{what} (written whole, or not at all)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+
+
+def add_gguf_output_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--to-safetensors", action="store_true",
+                   help="write a GGUF source as a safetensors folder instead of an edited .gguf")
+
+
+# --- publishing -------------------------------------------------------------------------------------
+
+def add_publish_options(p: argparse.ArgumentParser, *, after_run: bool) -> None:
+    """The Hub repo's options; ``after_run`` for ``run --push-to`` (they then need --push-to)."""
+    g = p.add_argument_group("publishing (see `forge-hub push --help`)") if after_run else p
+    suffix = " (with --push-to)" if after_run else ""
+    g.add_argument("--private", action="store_true", help=f"create the Hub repo as private{suffix}")
+    g.add_argument("--exist-ok", action="store_true",
+                   help="upload into an existing repo (same-named files replaced, stale weight shards "
+                   f"removed){suffix}")
+    g.add_argument("--gguf", metavar="TYPES", help="also write GGUF files of these types (F16,Q8_0,Q4_K_M, ...), "
+                   f"named NAME-TYPE.gguf, and upload them{suffix}")
+    g.add_argument("--gguf-repo", nargs="?", const=GGUF_REPO_AUTO, metavar="OWNER/NAME",
+                   help=f"put the GGUF files in a separate repo with its own card (alone: {GGUF_REPO_AUTO})")
+    g.add_argument("--token-env", metavar="VAR", help="read the Hub token from this environment variable instead "
+                   "of HF_TOKEN / the cached login (never pass a token on the command line)")
+
+
+def gguf_repo(args: argparse.Namespace, repo_id: str) -> str | None:
+    """``--gguf-repo`` given alone means ``<repo>-GGUF``."""
+    return f"{repo_id}-GGUF" if args.gguf_repo == GGUF_REPO_AUTO else args.gguf_repo
+
+
+def token_from(args: argparse.Namespace) -> str | None:
+    """``--token-env VAR``: the token from that variable (None: HF_TOKEN, then the cached login)."""
+    variable = args.token_env
+    if variable is None:
+        return None
+    token = os.environ.get(variable, "").strip()
+    if not token:
+        raise HubError(f"--token-env {variable}: that environment variable is not set or empty",
+                       f"export {variable}=<a write token> first, or leave out --token-env to use HF_TOKEN / "
+                       "`hf auth login`")
+    return token

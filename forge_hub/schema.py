@@ -1,0 +1,354 @@
+"""Typed records of what forge-hub writes and reads back: the direction artifact's metadata
+(``refusal.json``), the apply settings, where the prompts came from, the search's pick, and the
+evaluation results (``evaluation.json``).
+
+Plain dataclasses with ``to_json`` / ``from_json`` and no torch, so the model card, the Hub code
+and the Space read them without a model library. The JSON they write is the files' published
+format; reading is lenient where older files lack a field (it takes its default), strict where a
+value has the wrong type.
+
+Example::
+
+    meta = DirectionMetadata.from_json(Path("out/refusal.json").read_text())
+    print(meta.model, meta.selected_layer, meta.prompts.harmful.count)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from forge_hub.errors import SettingsError
+
+RESULTS_SCHEMA = "forge-hub/evaluation/v1"
+EMBEDDING_MODES = ("auto", "keep", "edit", "untie")
+KERNELS = ("constant", "linear", "gaussian")
+KERNEL_KEYS = ("kernel", "center", "width", "floor")
+
+
+def _from_mapping(cls: type, data: Mapping[str, Any], *, what: str, strict: bool = False) -> dict[str, Any]:
+    """The fields of ``cls`` found in ``data``; unknown keys are an error when ``strict``."""
+    if not isinstance(data, Mapping):
+        raise SettingsError(f"{what} must be a JSON object, not {type(data).__name__}")
+    names = {f.name for f in fields(cls)}
+    unknown = set(data) - names
+    if strict and unknown:
+        raise SettingsError(f"unknown {what}: {', '.join(sorted(unknown))}",
+                            f"use only {', '.join(sorted(names))}")
+    return {k: v for k, v in data.items() if k in names}
+
+
+class JsonRecord:
+    """``to_json`` / ``from_json`` for the dataclasses below (nested records handled by each class)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str):
+        return cls.from_dict(json.loads(text))  # type: ignore[attr-defined]
+
+
+# --- settings ---------------------------------------------------------------------------------------
+
+@dataclass
+class AblationSettings(JsonRecord):
+    """How to apply a direction: which layers, how strongly, which variant of the projection."""
+
+    direction_layer: float | None = None  # None: the layer the artifact selected; fractional interpolates
+    per_layer: bool = False  # each writer removes the direction measured where it writes
+    layer_start: int | None = None  # first edited layer (inclusive)
+    layer_end: int | None = None  # last edited layer (exclusive)
+    skip_first: int = 0
+    skip_last: int = 0
+    strength: float = 1.0
+    attn_strength: float = 1.0
+    mlp_strength: float = 1.0
+    kernel: str = "constant"  # constant | linear | gaussian, over layers
+    kernel_center: float | None = None
+    kernel_width: float | None = None
+    kernel_floor: float = 0.0
+    norm_preserving: bool = False
+    biprojected: bool = False  # orthogonalize the direction against each target layer's harmless mean
+    subspace: bool = False  # remove the artifact's SVD subspace instead of one direction
+    embeddings: str = "auto"  # auto (edit when untied), keep, edit, untie (copy lm_head, then edit)
+    # per-component kernel overrides, e.g. {"attn": {"kernel": "linear", "center": 18, "width": 6, "floor": 0.2}}
+    component_kernels: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AblationSettings:
+        values = _from_mapping(cls, data, what="ablation settings", strict=True)
+        if "component_kernels" in values:
+            values["component_kernels"] = {k: dict(v) for k, v in values["component_kernels"].items()}
+        return cls(**values)
+
+    def embedding_mode(self, tied: bool) -> str:
+        """What happens to the embedding matrix, given whether it is tied to the output head."""
+        if self.embeddings not in EMBEDDING_MODES:
+            raise SettingsError(f"unknown embeddings mode {self.embeddings!r}",
+                                f"use one of {', '.join(EMBEDDING_MODES)}", input="embeddings")
+        if self.embeddings == "auto":
+            return "keep" if tied else "edit"
+        if self.embeddings == "edit" and tied:
+            # editing a tied matrix also rewrites the output head; untie instead of silently doing that
+            return "untie"
+        return self.embeddings
+
+    def edited_layers(self, num_layers: int) -> range:
+        start = self.layer_start if self.layer_start is not None else 0
+        end = self.layer_end if self.layer_end is not None else num_layers
+        start, end = max(start, self.skip_first), min(end, num_layers - self.skip_last)
+        return range(max(start, 0), max(min(end, num_layers), 0))
+
+    def replace(self, **changes: Any) -> AblationSettings:
+        return dataclasses.replace(self, **changes)
+
+
+# --- prompts ----------------------------------------------------------------------------------------
+
+@dataclass
+class PromptSet(JsonRecord):
+    """One prompt list as it was used: how many, their hash, and what was read to get them."""
+
+    count: int = 0
+    hash: str | None = None
+    source: str | None = None  # a file name, "DATASET CONFIG/SPLIT", "builtin:harmful", ...
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> PromptSet | None:
+        return None if data is None else cls(**_from_mapping(cls, data, what="prompt set"))
+
+
+@dataclass
+class PromptProvenance(JsonRecord):
+    """Where the direction's prompts came from: the two lists it was computed from, and the parts held
+    out to choose the layer."""
+
+    harmful: PromptSet = field(default_factory=PromptSet)
+    harmless: PromptSet = field(default_factory=PromptSet)
+    held_out_harmful: PromptSet | None = None
+    held_out_harmless: PromptSet | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> PromptProvenance:
+        data = data or {}
+        return cls(**{name: PromptSet.from_dict(data.get(name)) or PromptSet() if name in ("harmful", "harmless")
+                      else PromptSet.from_dict(data.get(name))
+                      for name in ("harmful", "harmless", "held_out_harmful", "held_out_harmless")})
+
+    def with_sources(self, harmful: str | None, harmless: str | None) -> PromptProvenance:
+        """The same counts and hashes, with what was read for each side recorded."""
+        return dataclasses.replace(self, harmful=dataclasses.replace(self.harmful, source=harmful),
+                                   harmless=dataclasses.replace(self.harmless, source=harmless))
+
+
+# --- the direction artifact ----------------------------------------------------------------------------
+
+@dataclass
+class LayerSelection(JsonRecord):
+    """How the direction's layer was chosen: measured on held-out prompts, or given."""
+
+    how: str = "given"  # "measured" or "given"
+    baseline_refusal_probability: float | None = None
+    refusal_token_ids: list[int] = field(default_factory=list)
+    candidates: list[int] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> LayerSelection:
+        return cls(**_from_mapping(cls, data or {}, what="layer selection"))
+
+
+@dataclass
+class SearchRecord(JsonRecord):
+    """The parameter search behind an artifact's settings: the study, the picked trial, its scores."""
+
+    study: str
+    study_name: str
+    trial: int
+    refusals: float
+    kl: float
+    eval_prompts: dict[str, PromptSet]
+    max_new_tokens: int
+    trials: int
+    pick: str
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> SearchRecord | None:
+        if data is None:
+            return None
+        values = _from_mapping(cls, data, what="search record")
+        values["eval_prompts"] = {k: PromptSet.from_dict(v) for k, v in (values.get("eval_prompts") or {}).items()}
+        return cls(**values)
+
+
+@dataclass
+class DirectionMetadata(JsonRecord):
+    """``refusal.json``: which model the directions belong to, how they were computed and chosen, from
+    which prompts, and the settings ``apply`` uses by default."""
+
+    model: str | None = None  # Hub id, or the local path it was computed on
+    revision: str | None = None
+    source_kind: str | None = None  # "hub", "folder" or "gguf"
+    model_type: str | None = None
+    hidden_size: int | None = None
+    num_layers: int | None = None
+    method: str = "projected"
+    num_directions: int = 1
+    positions: list[int] = field(default_factory=lambda: [-1])
+    system_prompt: str | None = None
+    winsorize_quantile: float | None = None
+    prompts: PromptProvenance = field(default_factory=PromptProvenance)
+    selected_layer: float | None = None
+    selection: LayerSelection = field(default_factory=LayerSelection)
+    apply_settings: AblationSettings = field(default_factory=AblationSettings)
+    search: SearchRecord | None = None
+    compute_seconds: float | None = None
+    forge_hub_version: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DirectionMetadata:
+        values = _from_mapping(cls, data, what="direction metadata")
+        values["prompts"] = PromptProvenance.from_dict(values.get("prompts"))
+        values["selection"] = LayerSelection.from_dict(values.get("selection"))
+        values["apply_settings"] = AblationSettings.from_dict(values.get("apply_settings") or {})
+        values["search"] = SearchRecord.from_dict(values.get("search"))
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> DirectionMetadata:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class AbliterationRecord(JsonRecord):
+    """``abliteration.json``: what ``apply`` did to which source, so an output documents itself."""
+
+    source: str
+    settings: AblationSettings
+    edited_tensors: list[str]
+    untied_output_head: bool | None = None  # GGUF sources: the output head got its own copy first
+    type_changes: dict[str, dict[str, str]] | None = None  # GGUF sources: tensors stored in another type
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AbliterationRecord:
+        values = _from_mapping(cls, data, what="abliteration record")
+        values["settings"] = AblationSettings.from_dict(values.get("settings") or {})
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+
+
+# --- evaluation results --------------------------------------------------------------------------------
+
+@dataclass
+class ModelScores(JsonRecord):
+    """One model's answers to the harmful and harmless prompts, counted."""
+
+    refusals: int
+    refusal_rate: float
+    over_refusals: int
+    over_refusal_rate: float
+    judge_refusals: int | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> ModelScores | None:
+        return None if data is None else cls(**_from_mapping(cls, data, what="model scores"))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        if out["judge_refusals"] is None:
+            del out["judge_refusals"]
+        return out
+
+
+@dataclass
+class Scores(JsonRecord):
+    """The evaluated model's scores, the reference's, and how far apart the two are."""
+
+    model: ModelScores
+    reference: ModelScores | None = None
+    kl_divergence: float | None = None  # first-token KL(reference || model) on the harmless prompts
+    cross_entropy: dict[str, float] | None = None  # of the reference's harmless answers, per model
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Scores:
+        values = _from_mapping(cls, data, what="results")
+        values["model"] = ModelScores.from_dict(values["model"])
+        values["reference"] = ModelScores.from_dict(values.get("reference"))
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"model": self.model.to_dict()}
+        if self.reference is not None:
+            out["reference"] = self.reference.to_dict()
+            out["kl_divergence"] = self.kl_divergence
+            out["cross_entropy"] = self.cross_entropy
+        return out
+
+
+@dataclass
+class Sample(JsonRecord):
+    """One harmful prompt and each model's answer, for the report."""
+
+    prompt: str
+    model: str
+    reference: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Sample:
+        return cls(**_from_mapping(cls, data, what="sample"))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"prompt": self.prompt, "model": self.model}
+        if self.reference is not None:
+            out["reference"] = self.reference
+        return out
+
+
+@dataclass
+class EvaluationResults(JsonRecord):
+    """``evaluation.json`` (schema ``forge-hub/evaluation/v1``): a model measured against its original."""
+
+    model: str
+    reference: str | None
+    prompts: dict[str, PromptSet]  # "harmful", "harmless"
+    settings: dict[str, Any]
+    results: Scores
+    samples: list[Sample] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=dict)
+    created: str | None = None
+    schema: str = RESULTS_SCHEMA
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvaluationResults:
+        if not isinstance(data, Mapping) or data.get("schema") != RESULTS_SCHEMA:
+            raise SettingsError(f"not forge-hub evaluation results (schema {RESULTS_SCHEMA})",
+                                "use the results file written by an evaluation", input="results")
+        values = _from_mapping(cls, data, what="evaluation results")
+        values["prompts"] = {k: PromptSet.from_dict(v) for k, v in values["prompts"].items()}
+        values["results"] = Scores.from_dict(values["results"])
+        values["samples"] = [Sample.from_dict(s) for s in values.get("samples") or []]
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": self.schema, "model": self.model, "reference": self.reference,
+                "prompts": {k: v.to_dict() for k, v in self.prompts.items()}, "settings": dict(self.settings),
+                "results": self.results.to_dict(), "samples": [s.to_dict() for s in self.samples],
+                "versions": dict(self.versions), "created": self.created}
+
+    @property
+    def harmful_count(self) -> int:
+        return self.prompts["harmful"].count
+
+    @property
+    def harmless_count(self) -> int:
+        return self.prompts["harmless"].count
