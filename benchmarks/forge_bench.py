@@ -15,6 +15,7 @@ SHARED = Path(os.environ.get("FORGE_HUB_SHARED", REPO.parent / "shared"))
 DATA = SHARED / "data" / "refusal_direction"
 FIXTURE_BUILD = SHARED / "fixtures" / "refusing-smollm2" / "build.py"
 CACHE = Path(os.environ.get("FORGE_HUB_CACHE", Path.home() / ".cache" / "forge-hub"))
+FORGE_HUB = [sys.executable, "-m", "forge_hub.cli"]  # the forge-hub command of this interpreter's install
 
 
 def shared_available() -> bool:

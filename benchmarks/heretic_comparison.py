@@ -27,7 +27,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from forge_bench import direction_prompts, evaluation_prompts, refusing_fixture, shared_available, write_lines
+from forge_bench import (
+    FORGE_HUB,
+    direction_prompts,
+    evaluation_prompts,
+    refusing_fixture,
+    shared_available,
+    write_lines,
+)
 
 HERETIC_SYSTEM_PROMPT = "You are a helpful assistant."
 READ_HERETIC_STUDY = r"""
@@ -92,7 +99,7 @@ def heretic_markers(heretic: Path) -> list[str]:
 def run_forge_hub(fixture: Path, files: dict[str, Path], work: Path, trials: int, tokens: int,
                   markers: Path | None) -> dict:
     study = work / "forge-hub.study.db"
-    cmd = ["forge-hub", "run", str(fixture), "--harmful", str(files["harmful"]), "--harmless", str(files["harmless"]),
+    cmd = [*FORGE_HUB, "run", str(fixture), "--harmful", str(files["harmful"]), "--harmless", str(files["harmless"]),
            "--optimize", "--trials", str(trials), "--study", str(study), "--search-tokens", str(tokens),
            "--eval-harmful", str(files["eval_harmful"]), "--eval-harmless", str(files["eval_harmless"]),
            "--system-prompt", HERETIC_SYSTEM_PROMPT, "--batch-size", "50", "--out", str(work / "forge-hub-out")]
@@ -147,7 +154,7 @@ def main() -> int:
     results["forge-hub"] = run_forge_hub(fixture, files, work, args.trials, args.tokens, markers_file)
 
     # forge-hub's pick, measured again with forge-hub's own markers and 40 tokens
-    subprocess.run(["forge-hub", "evaluate", str(work / "forge-hub-out"), "--reference", str(fixture), "--harmful",
+    subprocess.run([*FORGE_HUB, "evaluate", str(work / "forge-hub-out"), "--reference", str(fixture), "--harmful",
                     str(files["eval_harmful"]), "--harmless", str(files["eval_harmless"]), "--max-new-tokens", "40",
                     "--system-prompt", HERETIC_SYSTEM_PROMPT, "--batch-size", "50", "--out",
                     str(work / "forge-hub-eval.json")], check=True, stdout=subprocess.DEVNULL)

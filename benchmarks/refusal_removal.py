@@ -19,7 +19,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from forge_bench import direction_prompts, evaluation_prompts, refusing_fixture, shared_available, write_lines
+from forge_bench import (
+    FORGE_HUB,
+    direction_prompts,
+    evaluation_prompts,
+    refusing_fixture,
+    shared_available,
+    write_lines,
+)
 
 
 def main() -> int:
@@ -34,7 +41,7 @@ def main() -> int:
     fixture = refusing_fixture()
     work = Path(tempfile.mkdtemp(prefix="forge-hub-bench-"))
     harmful, harmless = direction_prompts()
-    cmd = ["forge-hub", "run", str(fixture), "--harmful", str(write_lines(work / "harmful.txt", harmful)),
+    cmd = [*FORGE_HUB, "run", str(fixture), "--harmful", str(write_lines(work / "harmful.txt", harmful)),
            "--harmless", str(write_lines(work / "harmless.txt", harmless)), "--out", str(work / "abliterated"),
            *args.cli_args]
     print("$", " ".join(cmd), flush=True)

@@ -9,8 +9,8 @@ returns a typed result; none of them prints, parses flags or knows about a web p
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,12 +26,14 @@ from forge_hub.errors import ModelLoadError, SettingsError
 from forge_hub.evaluation.compare import EvaluationSettings, evaluate_models
 from forge_hub.hub.push import PushResult
 from forge_hub.model.activations import collect_residuals
-from forge_hub.model.loading import ModelSource, download_checkpoint, load_model, resolve_source
-from forge_hub.outputs.checkpoint import ARTIFACT_FILES, ApplyReport, apply_to_checkpoint, document_output
-from forge_hub.outputs.staging import staged_output
+from forge_hub.model.chat import DEFAULT_MAX_PROMPT_TOKENS, check_prompt_lengths, model_context
+from forge_hub.model.loading import ModelSource, download_checkpoint, load_model, local_paths, resolve_source
+from forge_hub.outputs.checkpoint import ApplyReport, apply_to_checkpoint, document_output
+from forge_hub.outputs.staging import check_output, staged_output
 from forge_hub.prompts.choice import PromptLists
 from forge_hub.prompts.sources import prompts_hash, split_held_out
 from forge_hub.schema import (
+    ARTIFACT_FILES,
     AblationSettings,
     DirectionMetadata,
     EvaluationResults,
@@ -59,6 +61,7 @@ class ComputeOptions:
     candidates: tuple[int, ...] | None = None
     max_kl: float = 1.0  # hard bound on a candidate layer's KL
     kl_weight: float = 1.0  # layer score: refusal probability + kl_weight * KL
+    max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS  # longer prompts are refused before any work
     seed: int = 0
     settings: AblationSettings = field(default_factory=AblationSettings)  # how scoring ablates
 
@@ -81,8 +84,11 @@ def compute(model: torch.nn.Module, tokenizer: object, source: ModelSource, prom
         artifact.save("directions")
     """
     options = options or ComputeOptions()
-    start = time.time()
     arch = Architecture.from_config(model.config)
+    fixed_layer = resolve_layer(options.layer, arch.num_layers)
+    options.settings.check(arch.num_layers)
+    check_prompt_lengths(tokenizer, [*prompts.harmful, *prompts.harmless], max_tokens=options.max_prompt_tokens,
+                         system_prompt=options.system_prompt, context=model_context(model))
     measure = options.layer is None
     fraction = options.held_out_fraction if measure else 0.0
     harm_dir, harm_held = split_held_out(prompts.harmful, fraction, options.seed)
@@ -113,11 +119,10 @@ def compute(model: torch.nn.Module, tokenizer: object, source: ModelSource, prom
         _store_scores(artifact, scores)
         layer = float(scores.chosen)
     else:
-        layer = options.layer * arch.num_layers if 0 < options.layer < 1 else float(options.layer)
+        layer = fixed_layer
         artifact.metadata.selection = LayerSelection(how="given")
     artifact.metadata.selected_layer = layer
     artifact.metadata.apply_settings = options.settings.replace(direction_layer=layer)
-    artifact.metadata.compute_seconds = round(time.time() - start, 1)
     return artifact
 
 
@@ -155,6 +160,10 @@ def optimize(model: torch.nn.Module, tokenizer: object, source: ModelSource, pro
     else:
         artifact = compute(model, tokenizer, source, prompts, options=options, progress=progress)
         artifact.save(cache)
+    if eval_harmful is not None or eval_harmless is not None:
+        check_prompt_lengths(tokenizer, [*(eval_harmful or []), *(eval_harmless or [])],
+                             max_tokens=options.max_prompt_tokens, system_prompt=options.system_prompt,
+                             context=model_context(model))
     if eval_harmful is None or eval_harmless is None:
         fraction = options.held_out_fraction or 0.25
         eval_harmful = eval_harmful or split_held_out(prompts.harmful, fraction, options.seed)[1]
@@ -171,6 +180,20 @@ def optimize(model: torch.nn.Module, tokenizer: object, source: ModelSource, pro
                             eval_prompts={"harmful": _prompt_set(eval_harmful), "harmless": _prompt_set(eval_harmless)},
                             max_new_tokens=search.max_new_tokens, trials=len(finished_trials(study)), pick=rule))
     return SearchOutcome(result, study, chosen)
+
+
+def resolve_layer(layer: float | None, num_layers: int) -> float | None:
+    """A given layer as an index: a fraction of the depth when below 1; checked against the model."""
+    if layer is None:
+        return None
+    if not math.isfinite(layer) or layer < 0:
+        raise SettingsError(f"layer {layer} is not a layer index", "give {layer} as an index or a fraction of depth",
+                            input="layer")
+    index = layer * num_layers if 0 < layer < 1 else float(layer)
+    if index > num_layers:
+        raise SettingsError(f"layer {layer:g} is past the model's last layer ({num_layers} layers)",
+                            f"give {{layer}} between 0 and {num_layers}, or leave it out to measure it", input="layer")
+    return index
 
 
 def _store_scores(artifact: RefusalDirections, scores: LayerScores) -> None:
@@ -190,8 +213,10 @@ GGUF_OUTPUTS = ("gguf", "safetensors")
 
 def apply(source: str, artifact: RefusalDirections, out: str | Path, *, settings: AblationSettings | None = None,
           revision: str | None = None, overwrite: bool = False, dtype: str = "auto", trust_remote_code: bool = False,
-          progress: bool = True, gguf_output: str = "gguf") -> ApplyReport:
-    """Write an abliterated copy of ``source`` (folder, Hub id or GGUF file) to ``out``.
+          progress: bool = True, gguf_output: str = "gguf",
+          extra_files: Mapping[str, str] | None = None) -> ApplyReport:
+    """Write an abliterated copy of ``source`` (folder, Hub id or GGUF file) to ``out``; ``extra_files``
+    (name -> text) are written into it too.
 
     Checkpoint folders and Hub ids are streamed shard by shard. A GGUF file stays GGUF
     (``out/<same name>.gguf``, only the residual writers requantized, see
@@ -203,25 +228,29 @@ def apply(source: str, artifact: RefusalDirections, out: str | Path, *, settings
         raise SettingsError(f"unknown GGUF output {gguf_output!r}", f"use one of {', '.join(GGUF_OUTPUTS)}",
                             input="gguf_output")
     src = resolve_source(source, revision)
+    check_output(out, overwrite=overwrite, kind="model", sources=local_paths(src))  # before any download
     if src.kind == "gguf":
         if gguf_output == "safetensors":
-            return _apply_in_memory(src, artifact, out, settings, overwrite, dtype, trust_remote_code)
+            return _apply_in_memory(src, artifact, out, settings, overwrite, dtype, trust_remote_code, extra_files)
         from forge_hub.outputs.gguf.edit import apply_to_gguf
 
-        return apply_to_gguf(src.id, out, artifact, settings, overwrite=overwrite, progress=progress)
+        return apply_to_gguf(src.id, out, artifact, settings, overwrite=overwrite, progress=progress,
+                             extra_files=extra_files)
     folder = Path(src.id) if src.kind == "folder" else download_checkpoint(src)
-    return apply_to_checkpoint(folder, out, artifact, settings, overwrite=overwrite, progress=progress)
+    return apply_to_checkpoint(folder, out, artifact, settings, overwrite=overwrite, progress=progress,
+                               extra_files=extra_files)
 
 
 def _apply_in_memory(src: ModelSource, artifact: RefusalDirections, out: str | Path, settings: AblationSettings,
-                     overwrite: bool, dtype: str, trust_remote_code: bool) -> ApplyReport:
+                     overwrite: bool, dtype: str, trust_remote_code: bool,
+                     extra_files: Mapping[str, str] | None) -> ApplyReport:
     model, tokenizer, _ = load_model(src, dtype=dtype, trust_remote_code=trust_remote_code)
     artifact.check_fits(Architecture.from_config(model.config))
     plan = abliterate_model(model, artifact, settings)
-    with staged_output(out, overwrite) as tmp:
+    with staged_output(out, overwrite, kind="model", sources=[src.id]) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        document_output(tmp, artifact, settings, src.id, sorted(plan.edits))
+        document_output(tmp, artifact, settings, src.id, sorted(plan.edits), extra_files=extra_files)
         shards = len(list(tmp.glob("*.safetensors"))) - 1
         written = sum(p.stat().st_size for p in tmp.iterdir() if p.name not in ARTIFACT_FILES)
     return ApplyReport(Path(out).expanduser().resolve(), len(plan), plan.layers(), shards, written)

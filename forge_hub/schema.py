@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -24,6 +26,13 @@ from typing import Any
 from forge_hub.errors import SettingsError
 
 RESULTS_SCHEMA = "forge-hub/evaluation/v1"
+# The files forge-hub writes beside a model: the direction artifact, what apply did, the results.
+DIRECTION_TENSORS_FILE = "refusal.safetensors"
+DIRECTION_METADATA_FILE = "refusal.json"
+SETTINGS_FILE = "abliteration.json"
+ARTIFACT_FILES = (DIRECTION_TENSORS_FILE, DIRECTION_METADATA_FILE, SETTINGS_FILE)
+RESULTS_FILE = "evaluation.json"
+CONFIG_FILE = "forge-hub.toml"  # the command's own settings, ready for --config
 EMBEDDING_MODES = ("auto", "keep", "edit", "untie")
 KERNELS = ("constant", "linear", "gaussian")
 KERNEL_KEYS = ("kernel", "center", "width", "floor")
@@ -87,6 +96,29 @@ class AblationSettings(JsonRecord):
         if "component_kernels" in values:
             values["component_kernels"] = {k: dict(v) for k, v in values["component_kernels"].items()}
         return cls(**values)
+
+    def check(self, num_layers: int | None = None) -> AblationSettings:
+        """Raise a :class:`SettingsError` for a value no edit can use (NaN or infinite numbers, a layer
+        outside the model, an unknown kernel or embeddings mode); returns the settings."""
+        for name in ("direction_layer", "strength", "attn_strength", "mlp_strength", "kernel_center", "kernel_width",
+                     "kernel_floor"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, float)) or not math.isfinite(value)):
+                raise SettingsError(f"{name} must be a finite number, not {value!r}", f"give {{{name}}} a number",
+                                    input=name)
+        for component, kernel in self.component_kernels.items():
+            for key in ("center", "width", "floor"):
+                value = kernel.get(key)
+                if value is not None and not math.isfinite(float(value)):
+                    raise SettingsError(f"the {component} kernel's {key} must be a finite number, not {value!r}",
+                                        "give it a number", input="component_kernels")
+        if self.kernel not in KERNELS:
+            raise SettingsError(f"unknown kernel {self.kernel!r}", f"use one of {', '.join(KERNELS)}", input="kernel")
+        self.embedding_mode(tied=False)
+        if num_layers is not None and self.direction_layer is not None and not 0 <= self.direction_layer <= num_layers:
+            raise SettingsError(f"direction layer {self.direction_layer:g} is outside the model's 0..{num_layers}",
+                                f"give {{direction_layer}} between 0 and {num_layers}", input="direction_layer")
+        return self
 
     def embedding_mode(self, tied: bool) -> str:
         """What happens to the embedding matrix, given whether it is tied to the output head."""
@@ -208,7 +240,6 @@ class DirectionMetadata(JsonRecord):
     selection: LayerSelection = field(default_factory=LayerSelection)
     apply_settings: AblationSettings = field(default_factory=AblationSettings)
     search: SearchRecord | None = None
-    compute_seconds: float | None = None
     forge_hub_version: str | None = None
 
     @classmethod
@@ -352,3 +383,34 @@ class EvaluationResults(JsonRecord):
     @property
     def harmless_count(self) -> int:
         return self.prompts["harmless"].count
+
+
+# --- settings as TOML ----------------------------------------------------------------------------------
+
+def load_toml(text: str) -> dict[str, Any]:
+    """TOML text as a table (the standard library's reader; tomli on Python 3.10)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    return tomllib.loads(text)
+
+
+def to_toml(settings: Mapping[str, Any], *, header: str = "") -> str:
+    """A flat table of strings, numbers, booleans and lists of them, as TOML."""
+    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
+    for key in sorted(settings):
+        lines.append(f"{key} = {_toml_value(settings[key])}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")

@@ -35,6 +35,7 @@ TITLE = "forge-hub: remove refusals from a chat model"
 GPU_CONCURRENCY = int(os.environ.get("FORGE_HUB_SPACE_GPU_CONCURRENCY", "1"))
 EXAMPLE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 folders = SessionFolders()
+folders.start_sweeper()  # sessions that vanish without closing their tab are removed on a timer too
 # How the page names the inputs an error points at (the library names them by parameter).
 FIELDS = {"model": "“Model”", "revision": "“Revision”", "dataset": "“Prompt dataset”",
           "prompts_dataset": "“Prompt dataset”", "sources": "“Sources”", "n_prompts": "“Prompts per side”",
@@ -202,20 +203,28 @@ def push_step(repo_name: str, private: bool, overwrite: bool, gguf_types: list[s
 
 
 def _push_token(oauth_token: gr.OAuthToken | None) -> str:
-    """The visitor's own token from the login button. Run locally (no login button: Gradio can
-    only mock it), the machine's own login is the user's, so `hf auth login` / HF_TOKEN serve."""
+    """The visitor's own token from the login button. Run on your own machine and reachable from it
+    alone, the machine's own login is the user's, so `hf auth login` / HF_TOKEN serve; an app that
+    other machines can reach never pushes with it (Gradio's local login would hand it over)."""
+    if checks.on_space():
+        if oauth_token is None:
+            raise gr.Error("Log in with Hugging Face first (the button above), then push again.",
+                           title="Not logged in", print_exception=False)
+        return oauth_token.token
+    if not checks.local_files_allowed():
+        raise gr.Error("This app can be reached from other machines, so it does not push with this machine's "
+                       "Hugging Face login. Run it on 127.0.0.1 (the default), or set "
+                       f"{checks.LOCAL_FILES_ENV}=1 if you are its only user.", title="Push is off",
+                       print_exception=False)
     if oauth_token is not None:
         return oauth_token.token
-    if not checks.on_space():
-        from huggingface_hub import get_token
+    from huggingface_hub import get_token
 
-        token = get_token()
-        if token:
-            return token
-        raise gr.Error("No Hugging Face login on this machine. Run `hf auth login` (or set HF_TOKEN to a write "
-                       "token) and restart the app.", title="Not logged in", print_exception=False)
-    raise gr.Error("Log in with Hugging Face first (the button above), then push again.",
-                   title="Not logged in", print_exception=False)
+    token = get_token()
+    if token:
+        return token
+    raise gr.Error("No Hugging Face login on this machine. Run `hf auth login` (or set HF_TOKEN to a write "
+                   "token) and restart the app.", title="Not logged in", print_exception=False)
 
 
 def _push_summary(result, repo_id: str) -> str:
@@ -254,7 +263,7 @@ def _gguf_choices() -> list[str]:
 def build_app() -> gr.Blocks:
     from forge_hub.prompts.dataset import default_dataset
 
-    local = not checks.on_space()
+    local = checks.local_files_allowed()
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"# {TITLE}\n"
                     "Abliteration finds the direction in a model's residual stream that separates harmful from "

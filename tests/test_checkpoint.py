@@ -12,8 +12,9 @@ from transformers import AutoModelForCausalLM
 from forge_hub.abliterate.directions import RefusalDirections
 from forge_hub.abliterate.live import abliterate_model
 from forge_hub.errors import ModelLoadError, OutputError
+from forge_hub.model.files import INDEX_FILE
 from forge_hub.outputs import checkpoint
-from forge_hub.outputs.checkpoint import INDEX_FILE, apply_to_checkpoint
+from forge_hub.outputs.checkpoint import apply_to_checkpoint
 from forge_hub.schema import AblationSettings
 
 
@@ -114,8 +115,15 @@ def test_existing_output_needs_overwrite(tmp_path):
     with pytest.raises(OutputError, match="already exists"):
         apply_to_checkpoint(src, tmp_path / "out", random_artifact(), AblationSettings(), progress=False)
     assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
-    apply_to_checkpoint(src, tmp_path / "out", random_artifact(), AblationSettings(), overwrite=True, progress=False)
-    assert not (tmp_path / "out" / "keep.txt").exists() and (tmp_path / "out" / "model.safetensors").exists()
+    with pytest.raises(OutputError, match="not a forge-hub output"):  # overwrite never takes a folder of yours
+        apply_to_checkpoint(src, tmp_path / "out", random_artifact(), AblationSettings(), overwrite=True,
+                            progress=False)
+    assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
+    apply_to_checkpoint(src, tmp_path / "edited", random_artifact(), AblationSettings(), progress=False)
+    first = (tmp_path / "edited" / "model.safetensors").read_bytes()
+    apply_to_checkpoint(src, tmp_path / "edited", random_artifact(seed=1), AblationSettings(), overwrite=True,
+                        progress=False)  # a previous model output: replaced
+    assert (tmp_path / "edited" / "model.safetensors").read_bytes() != first
 
 
 def test_pickle_checkpoints_are_refused(tmp_path):

@@ -18,6 +18,7 @@ from forge_hub.cli import build_parser, main
 from forge_hub.cli.options import prompt_choice
 from forge_hub.errors import HubError, PromptError
 from forge_hub.hub.datasets import build_dataset, push_dataset
+from forge_hub.outputs.staging import OUTPUT_MARKER
 from forge_hub.prompts import dataset as prompt_dataset
 from forge_hub.prompts.choice import load_prompt_lists
 from forge_hub.prompts.sources import builtin_prompts
@@ -158,7 +159,8 @@ def test_push_sends_every_file_in_one_commit(built, online):
     commit = hub.commits[0]
     assert (commit.repo_type, commit.repo_id, commit.revision, commit.message) == (
         "dataset", "test-org/refusal-prompts", "main", "Add the prompts")
-    local = {p.relative_to(built).as_posix(): p.read_bytes() for p in built.rglob("*") if p.is_file()}
+    local = {p.relative_to(built).as_posix(): p.read_bytes() for p in built.rglob("*")
+             if p.is_file() and p.name != OUTPUT_MARKER}  # forge-hub's own marker is not published
     assert commit.files == local and "README.md" in local and "data/harmful/train-00000-of-00001.parquet" in local
     assert url == f"{hub.url}/datasets/test-org/refusal-prompts/commit/{commit.oid}"
     assert hub.tokens_seen() == {TOKEN}
@@ -215,7 +217,7 @@ def test_build_and_push_from_the_command_line(tmp_path):
     commit = hub.commits[0]
     assert commit.message.startswith("Refusal prompts: 100 harmful, 100 harmless, 4 configs")
     written = {p.relative_to(tmp_path / "out").as_posix(): p.read_bytes() for p in (tmp_path / "out").rglob("*")
-               if p.is_file()}
+               if p.is_file() and p.name != OUTPUT_MARKER}
     assert commit.files == written
     assert 'load_dataset("test-org/prompts", "harmful", split="train")' in commit.files["README.md"].decode()
     assert f"{hub.url}/datasets/test-org/prompts/commit/{commit.oid}" in done.stdout

@@ -12,7 +12,7 @@ from helpers.tiny import random_artifact
 from safetensors.torch import load_file
 
 from forge_hub.cli import main
-from forge_hub.errors import DirectionMismatchError, ModelLoadError, OutputError
+from forge_hub.errors import DirectionMismatchError, OutputError
 from forge_hub.model.loading import smollm2_gguf_path
 from forge_hub.outputs.checkpoint import apply_to_checkpoint
 from forge_hub.outputs.gguf.edit import GGUFApplyReport, apply_to_gguf, requantize
@@ -82,7 +82,7 @@ def test_edit_keeps_metadata_and_every_other_tensor_byte_for_byte(sources, tmp_p
     edited = tmp_path / "out" / source.name
     assert isinstance(report, GGUFApplyReport) and report.output == (tmp_path / "out").resolve()
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "abliteration.json", "refusal.json", "refusal.safetensors", source.name]
+        ".forge-hub-output.json", "abliteration.json", "refusal.json", "refusal.safetensors", source.name]
     assert source.read_bytes() == before  # the source is only read
     assert_same_metadata(source, edited)
     a, b = tensors(source), tensors(edited)
@@ -292,7 +292,7 @@ def test_errors_leave_nothing_behind(sources, tmp_path):
         apply(str(paths["Q8_0"]), artifact(), tmp_path / "taken", settings=AblationSettings(direction_layer=1.0),
               progress=False)
     assert list((tmp_path / "taken").iterdir()) == []
-    with pytest.raises(ModelLoadError, match="holds the source"):  # overwrite would delete the source
+    with pytest.raises(OutputError, match="is the source .* or holds it"):  # overwrite would delete the source
         apply(str(paths["Q8_0"]), artifact(), paths["Q8_0"].parent, settings=AblationSettings(direction_layer=1.0),
               overwrite=True, progress=False)
     assert paths["Q8_0"].is_file()
@@ -308,7 +308,8 @@ def test_cli_apply_keeps_gguf_unless_asked_for_safetensors(sources, tmp_path, ca
     source = paths["Q8_0"]
     assert main(["apply", str(source), "--directions", str(directions), "--out", str(tmp_path / "g")]) == 0
     assert sorted(p.name for p in (tmp_path / "g").iterdir()) == [
-        "abliteration.json", "refusal.json", "refusal.safetensors", source.name]
+        ".forge-hub-output.json", "abliteration.json", "forge-hub.toml", "refusal.json", "refusal.safetensors",
+        source.name]
     assert main(["apply", str(source), "--directions", str(directions), "--out", str(tmp_path / "s"),
                  "--to-safetensors"]) == 0
     assert (tmp_path / "s" / "model.safetensors").is_file() and not list((tmp_path / "s").glob("*.gguf"))

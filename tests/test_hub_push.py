@@ -22,6 +22,8 @@ from forge_hub import __version__
 from forge_hub.cli import flag_name, main
 from forge_hub.errors import HubError
 from forge_hub.hub.push import push_model
+from forge_hub.outputs.staging import OUTPUT_MARKER
+from forge_hub.schema import load_toml
 from forge_hub.units import human_size
 
 TOKEN = "hf_fake_token_for_push_tests_0123456789"
@@ -53,9 +55,9 @@ def routes(hub: FakeHub) -> list[str]:
 
 def expected_files(folder: Path, results: Path) -> dict[str, bytes]:
     """What a push sends besides the card: every file's bytes, but the JSON files without local paths."""
-    names = [p.name for p in folder.iterdir()]
-    assert "README.md" not in names  # the card is written by the push
-    files = {p.name: p.read_bytes() for p in folder.iterdir()} | {"evaluation.json": results.read_bytes()}
+    kept = [p for p in folder.iterdir() if p.name != OUTPUT_MARKER]  # forge-hub's own marker stays home
+    assert "README.md" not in [p.name for p in kept]  # the card is written by the push
+    files = {p.name: p.read_bytes() for p in kept} | {"evaluation.json": results.read_bytes()}
     return {name: public_json(data) if name.endswith(".json") and name in PATH_FREE else data
             for name, data in files.items()}
 
@@ -361,6 +363,9 @@ def test_run_pushes_what_it_wrote(hub, tmp_path, prompt_files, monkeypatch, caps
     assert (prompts["harmful"]["source"], prompts["harmless"]["source"]) == ("harmful.txt", "harmless.txt")
     assert json.loads((out / "refusal.json").read_text())["prompts"]["harmful"]["source"] == str(harmful)  # kept
     assert not any(str(tmp_path).encode() in data for data in commit.files.values())
+    settings = load_toml(commit.files["forge-hub.toml"].decode())  # the run's own settings travel with it
+    assert settings["harmful"] == "harmful.txt" and settings["layer"] == 2.0 and settings["model"] == "tiny"
+    assert str(harmful) in (out / "forge-hub.toml").read_text()  # the local copy keeps its paths
     card = commit.files["README.md"].decode()
     assert "`harmful.txt` (local)" in card and str(tmp_path) not in card
     assert f"uploaded to {REPO}:" in capsys.readouterr().out
@@ -379,3 +384,14 @@ def test_compute_records_the_prompt_dataset_it_read(tmp_path, monkeypatch):
     prompts = json.loads((tmp_path / "dirs" / "refusal.json").read_text())["prompts"]
     assert prompts["harmful"]["source"] == "forge-hub/refusal-prompts harmful/train"
     assert prompts["harmless"]["source"] == "forge-hub/refusal-prompts harmless/train"
+
+
+def test_an_unreachable_hub_is_reported_as_such_not_as_an_interrupted_push(made, monkeypatch, capsys):
+    folder = made[0] if isinstance(made, tuple) else made
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("PUSH_TOKEN", TOKEN)
+    assert main(["push", str(folder), "--repo", f"{USER}/tiny-abliterated", "--token-env", "PUSH_TOKEN"]) == 2
+    err = capsys.readouterr().err
+    assert "could not reach the Hub at http://127.0.0.1:9" in err and "interrupted" not in err
+    assert "fix: check the network connection and HF_ENDPOINT" in err and TOKEN not in err

@@ -617,3 +617,59 @@ def test_the_gpu_decorator_does_nothing_outside_a_space(app):
     assert spaces.GPU(duration=lambda job: 10)(job_runner) is job_runner
     job = SimpleNamespace(seconds=42, run=lambda: "ran here")
     assert app.module.on_gpu(job) == "ran here"
+
+
+# --- a hardened Space: what a visitor cannot make the server do -------------------------------------
+
+def test_on_a_space_the_dataset_field_takes_hub_ids_only(space_app, tmp_path, monkeypatch):
+    """`json`, `csv`, `text`, ... are dataset builders that read the server's own files."""
+    from huggingface_hub.hf_api import SafeTensorsInfo
+
+    _, app = space_app
+    hub_model = SimpleNamespace(safetensors=SafeTensorsInfo(parameters={"BF16": 1000}, total=1000), gated=False)
+    monkeypatch.setattr("huggingface_hub.HfApi.model_info", lambda self, *a, **k: hub_model)
+    client = client_for(app, tmp_path)
+    for builder in ("json", "csv", "text", "parquet", "imagefolder"):
+        with pytest.raises(AppError, match=f"'{builder}' is not a Hub dataset id.*Hub dataset id"):
+            client.predict("org/tiny", "", builder, [], N_PROMPTS, "projected", "", 0, api_name="/compute")
+    assert not app.workdir.exists() or session_folders(app) == []  # refused before a session folder was made
+
+
+def test_on_a_space_a_config_that_declares_a_huge_model_is_refused(space_app, tmp_path, monkeypatch):
+    """The weight files' metadata says 39k parameters; the config says 469 B: the larger counts."""
+    from huggingface_hub.hf_api import SafeTensorsInfo
+
+    _, app = space_app
+    small = SimpleNamespace(safetensors=SafeTensorsInfo(parameters={"BF16": 39_000}, total=39_000), gated=False)
+    monkeypatch.setattr("huggingface_hub.HfApi.model_info", lambda self, *a, **k: small)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"model_type": "llama", "hidden_size": 16384, "num_hidden_layers": 126,
+                                  "vocab_size": 128256, "intermediate_size": 53248, "num_attention_heads": 128,
+                                  "num_key_value_heads": 8, "tie_word_embeddings": False}))
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", lambda repo_id, filename, **kwargs: str(config))
+    with pytest.raises(AppError, match=r"org/huge is too large for .*: it has 40\d\.\d B parameters"):
+        run_compute(client_for(app, tmp_path), "org/huge")
+
+
+def test_a_session_cannot_fill_the_disk(app, tiny_dir, tmp_path, monkeypatch):
+    client = client_for(app, tmp_path)
+    run_compute(client, str(tiny_dir))
+    monkeypatch.setenv("FORGE_HUB_SPACE_SESSION_GB", "0.00005")  # 50 kB: less than the model
+    with pytest.raises(AppError, match="would need .* more disk"):
+        client.predict(api_name="/apply")
+    assert not (workspace_of(app, client) / "model").exists()
+
+
+def test_an_app_reachable_from_other_machines_refuses_local_files_and_the_machines_login(app, tiny_dir, tmp_path,
+                                                                                        monkeypatch):
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")  # as `python space/app.py` listening for a whole network
+    monkeypatch.setenv("HF_TOKEN", "hf_machine_token_must_not_be_used")
+    client = client_for(app, tmp_path)
+    with pytest.raises(AppError, match="is a local path"):
+        run_compute(client, str(tiny_dir))
+    monkeypatch.setenv("FORGE_HUB_SPACE_ALLOW_LOCAL", "1")  # the owner says only they can reach it
+    run_compute(client, str(tiny_dir))
+    client.predict(api_name="/apply")
+    monkeypatch.delenv("FORGE_HUB_SPACE_ALLOW_LOCAL")
+    with pytest.raises(AppError, match="does not push with this machine's Hugging Face login"):
+        client.predict("", False, False, [], api_name="/push")

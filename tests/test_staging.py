@@ -43,6 +43,17 @@ def test_a_failed_write_leaves_nothing_and_an_existing_output_needs_overwrite(tm
     with pytest.raises(OutputError, match="already exists") as err, staged_output(dest):
         pass
     assert "{overwrite}" in err.value.hint and err.value.input == "out" and (dest / "old.txt").read_text() == "old"
-    with staged_output(dest, overwrite=True) as tmp:
+    with pytest.raises(OutputError, match="not a forge-hub output"), staged_output(dest, overwrite=True):
+        pass  # --overwrite never takes a folder forge-hub did not write
+    assert (dest / "old.txt").read_text() == "old"
+    (dest / "old.txt").unlink()
+    with staged_output(dest, overwrite=True) as tmp:  # an empty folder can be taken
         (tmp / "new.txt").write_text("new")
-    assert [p.name for p in tmp_path.iterdir()] == ["out"] and [p.name for p in dest.iterdir()] == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert sorted(p.name for p in dest.iterdir()) == [".forge-hub-output.json", "new.txt"]
+    with staged_output(dest, overwrite=True) as tmp:  # and so can a previous output of the same kind
+        (tmp / "newer.txt").write_text("newer")
+    assert sorted(p.name for p in dest.iterdir()) == [".forge-hub-output.json", "newer.txt"]
+    with pytest.raises(OutputError, match="a forge-hub model output"), staged_output(dest, overwrite=True,
+                                                                                      kind="directions"):
+        pass

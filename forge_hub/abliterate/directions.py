@@ -17,15 +17,14 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from forge_hub import __version__
 from forge_hub.abliterate.ablation import orthogonal_to
 from forge_hub.abliterate.architecture import Architecture
 from forge_hub.errors import DirectionMismatchError, SettingsError
 from forge_hub.model.activations import ResidualStats
-from forge_hub.schema import DirectionMetadata
+from forge_hub.schema import DIRECTION_METADATA_FILE, DIRECTION_TENSORS_FILE, DirectionMetadata
 
-TENSORS_FILE = "refusal.safetensors"
-METADATA_FILE = "refusal.json"
+TENSORS_FILE = DIRECTION_TENSORS_FILE
+METADATA_FILE = DIRECTION_METADATA_FILE
 METHODS = ("mean_diff", "projected", "svd")
 
 
@@ -97,7 +96,8 @@ class RefusalDirections:
             tensors["subspaces"] = self.subspaces.float().contiguous()
         for name, values in self.scores.items():
             tensors[f"scores.{name}"] = values.float().contiguous()
-        save_file(tensors, folder / TENSORS_FILE, metadata={"format": "pt", "producer": f"forge-hub {__version__}"})
+        # one metadata key: safetensors stores them in a hash map, so two would come out in any order
+        save_file(tensors, folder / TENSORS_FILE, metadata={"format": "pt"})
         (folder / METADATA_FILE).write_text(self.metadata.to_json(), encoding="utf-8")
         return folder
 

@@ -46,6 +46,7 @@ def build_plan(arch: Architecture, shapes: Mapping[str, Sequence[int]], artifact
                settings: AblationSettings, read_tensor: Callable[[str], torch.Tensor]) -> EditPlan:
     """Decide every edit. ``read_tensor`` fetches small tensors (post-writer norm gains) by name."""
     artifact.check_fits(arch)
+    settings.check(arch.num_layers)
     writers = arch.writers(shapes)
     layers = set(settings.edited_layers(arch.num_layers))
     weights = {c: layer_weights(settings, arch.num_layers, c) for c in (ATTN, MLP)}

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from forge_hub.cli.config import CONFIG_FILE, config_file_text
 from forge_hub.cli.options import (
     MODEL_HELP,
     add_compute_options,
@@ -137,13 +138,31 @@ def _optimize(args: argparse.Namespace):
     return outcome.artifact
 
 
+def _check_out(args: argparse.Namespace, kind: str) -> None:
+    """Before any work: the output is free, writable and away from the source; a given layer is in
+    the model (read from a local folder's config, without loading the weights)."""
+    from forge_hub.model.loading import local_paths, resolve_source
+    from forge_hub.outputs.checkpoint import checkpoint_architecture
+    from forge_hub.outputs.staging import check_output
+    from forge_hub.pipeline import resolve_layer
+
+    source = resolve_source(args.model, args.revision)
+    check_output(args.out, overwrite=args.overwrite, kind=kind, sources=local_paths(source))
+    if args.layer is not None and source.kind == "folder":
+        resolve_layer(args.layer, checkpoint_architecture(Path(source.id)).num_layers)
+
+
 def _cmd_compute(args: argparse.Namespace) -> int:
+    from forge_hub.model.loading import local_paths, resolve_source
     from forge_hub.outputs.staging import staged_output
 
+    _check_out(args, "directions")
     start = time.time()
     artifact = _compute_artifact(args)
-    with staged_output(args.out, args.overwrite) as tmp:
+    with staged_output(args.out, args.overwrite, kind="directions",
+                       sources=local_paths(resolve_source(args.model, args.revision))) as tmp:
         artifact.save(tmp)
+        (tmp / CONFIG_FILE).write_text(config_file_text("compute", args), encoding="utf-8")
     _print_compute_summary(artifact)
     print(f"\nwrote {Path(args.out).resolve()} in {time.time() - start:.0f}s")
     return 0
@@ -158,20 +177,22 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     artifact = RefusalDirections.load(args.directions)
     settings = settings_from(args, artifact.metadata.apply_settings)
     computed_on, target = artifact.metadata.model, resolve_source(args.model, args.revision).id
-    if computed_on and computed_on != target and not args.allow_other_model:
-        # same sizes (checked before any write), but maybe another model: say so, don't guess
-        print(f"warning: the direction was computed on {computed_on}, not {target}; sizes match, so it is "
-              "applied (pass --allow-other-model to silence this)", file=sys.stderr)
     report = apply(args.model, artifact, args.out, settings=settings, revision=args.revision,
                    overwrite=args.overwrite, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
-                   gguf_output="safetensors" if args.to_safetensors else "gguf")
+                   gguf_output="safetensors" if args.to_safetensors else "gguf",
+                   extra_files={CONFIG_FILE: config_file_text("apply", args)})
     _print_apply_summary(report, settings, time.time() - start)
+    if computed_on and computed_on != target and not args.allow_other_model:
+        # the sizes matched (apply checks them before writing), but it may be another model: say so
+        print(f"warning: the direction was computed on {computed_on}, not {target}; it was applied because the "
+              "sizes match (pass --allow-other-model to silence this)", file=sys.stderr)
     return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from forge_hub.pipeline import apply, push
 
+    _check_out(args, "model")
     token = _check_run_push(args)  # a bad repo name or a missing token fails now, not after the run
     start = time.time()
     artifact = _optimize(args) if args.optimize else _compute_artifact(args)
@@ -180,7 +201,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     settings = artifact.metadata.apply_settings
     report = apply(args.model, artifact, args.out, settings=settings, revision=args.revision,
                    overwrite=args.overwrite, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
-                   gguf_output="safetensors" if args.to_safetensors else "gguf")
+                   gguf_output="safetensors" if args.to_safetensors else "gguf",
+                   extra_files={CONFIG_FILE: config_file_text("run", args)})
     _print_apply_summary(report, settings, time.time() - start)
     if args.push_to:
         from forge_hub.hub.push import print_result

@@ -40,9 +40,14 @@ def add_evaluate_parsers(sub: argparse._SubParsersAction) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from forge_hub.evaluation.compare import EvaluationSettings
     from forge_hub.evaluation.report import results_markdown
+    from forge_hub.model.loading import local_paths, resolve_source
+    from forge_hub.outputs.staging import check_output_file
     from forge_hub.pipeline import evaluate, write_results
     from forge_hub.prompts.choice import load_prompt_lists
 
+    if args.out:  # before any work: a results file may not land on the models, nor in an unwritable folder
+        check_output_file(args.out, sources=[*local_paths(resolve_source(args.model, args.revision)),
+                                             *(local_paths(resolve_source(args.reference)) if args.reference else [])])
     prompts = load_prompt_lists(prompt_choice(args))
     model, tokenizer, src = load_model_from(args)
     reference = reference_id = None
@@ -51,7 +56,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         reference_id = ref_src.id
     settings = EvaluationSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                                   system_prompt=args.system_prompt, samples=args.samples, judge=args.judge,
-                                  judge_label=args.judge_label)
+                                  judge_label=args.judge_label, max_prompt_tokens=args.max_prompt_tokens)
     result = evaluate(model, tokenizer, prompts.harmful, prompts.harmless, reference=reference, settings=settings,
                       model_name=src.id, reference_name=reference_id,
                       prompt_sources={"harmful": prompts.harmful_source, "harmless": prompts.harmless_source})

@@ -13,6 +13,7 @@ import dataclasses
 import os
 
 from forge_hub.errors import HubError
+from forge_hub.model.chat import DEFAULT_MAX_PROMPT_TOKENS
 from forge_hub.schema import EMBEDDING_MODES, KERNELS, AblationSettings
 
 MODEL_HELP = "Hub id (owner/name), local Hugging Face folder or .gguf file"
@@ -81,6 +82,9 @@ def add_generation_options(p: argparse.ArgumentParser) -> None:
     """How prompts are put to the model: a system prompt, batch size."""
     p.add_argument("--system-prompt", help="system prompt put before each instruction")
     p.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass (default 16)")
+    p.add_argument("--max-prompt-tokens", type=int, default=DEFAULT_MAX_PROMPT_TOKENS,
+                   help=f"refuse prompts longer than this through the chat template (default "
+                        f"{DEFAULT_MAX_PROMPT_TOKENS}, or the model's context if shorter)")
 
 
 # --- directions -------------------------------------------------------------------------------------
@@ -90,7 +94,8 @@ def add_compute_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--method", default="projected", choices=["mean_diff", "projected", "svd"],
                    help="direction method (default: projected)")
     g.add_argument("--num-directions", type=int, default=1, help="directions kept by --method svd")
-    g.add_argument("--positions", default="-1", help="prompt positions to read, from the end, e.g. -1,-2 (default -1)")
+    g.add_argument("--positions", default="-1",
+                   help="prompt positions to read, from the end, e.g. --positions=-1,-2 (default -1)")
     g.add_argument("--winsorize", type=float, metavar="Q", help="clip activations at quantile Q (e.g. 0.995)")
     g.add_argument("--layer", type=float,
                    help="use this layer (index, or fraction of depth if < 1) instead of measuring")
@@ -108,6 +113,7 @@ def compute_options(args: argparse.Namespace):
         positions=tuple(int(x) for x in args.positions.split(",")), batch_size=args.batch_size,
         system_prompt=args.system_prompt, winsorize_quantile=args.winsorize, held_out_fraction=args.held_out,
         layer=args.layer, max_kl=args.max_kl, kl_weight=args.kl_weight, seed=args.seed,
+        max_prompt_tokens=args.max_prompt_tokens,
         settings=settings_from(args, AblationSettings()),
     )
 
@@ -143,7 +149,7 @@ def settings_from(args: argparse.Namespace, base: AblationSettings) -> AblationS
         start, _, end = args.layers.partition(":")
         given["layer_start"] = int(start) if start else None
         given["layer_end"] = int(end) if end else None
-    return dataclasses.replace(base, **given)
+    return dataclasses.replace(base, **given).check()
 
 
 # --- outputs ----------------------------------------------------------------------------------------

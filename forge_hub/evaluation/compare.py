@@ -10,6 +10,7 @@ import torch
 
 from forge_hub.errors import SettingsError
 from forge_hub.evaluation.generation import answer_cross_entropy, first_token_logprobs, generate_with_ids, kl_divergence
+from forge_hub.model.chat import DEFAULT_MAX_PROMPT_TOKENS, check_prompt_lengths, model_context
 from forge_hub.schema import EvaluationResults, ModelScores, PromptSet, Sample, Scores
 
 
@@ -23,6 +24,7 @@ class EvaluationSettings:
     samples: int = 5  # answers kept per model for the report
     judge: str | None = None  # a text-classification model id or folder, as a second opinion
     judge_label: str | None = None  # its label meaning "refusal"; default: the label containing "refus"
+    max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS  # longer prompts are refused before any work
 
 
 def count_with_metric(answers: Sequence[str]) -> int:
@@ -46,6 +48,8 @@ def evaluate_models(model: torch.nn.Module, tokenizer: object, harmful: Sequence
     from forge_hub.prompts.sources import prompts_hash
 
     s = settings or EvaluationSettings()
+    check_prompt_lengths(tokenizer, [*harmful, *harmless], max_tokens=s.max_prompt_tokens,
+                         system_prompt=s.system_prompt, context=model_context(model))
     sources = prompt_sources or {}
     models = {"model": model} | ({"reference": reference} if reference is not None else {})
     scores: dict[str, ModelScores] = {}

@@ -31,12 +31,11 @@ import yaml
 from forge_hub import __version__
 from forge_hub.errors import GGUFTypeError, HubError, SettingsError
 from forge_hub.hub.common import repo_id_problem
-from forge_hub.schema import RESULTS_SCHEMA, DirectionMetadata, EvaluationResults, PromptSet
+from forge_hub.schema import RESULTS_FILE, RESULTS_SCHEMA, DirectionMetadata, EvaluationResults, PromptSet
 from forge_hub.units import human_size
 
 TAGS = ("abliterated", "uncensored", "forge-hub", "not-for-all-audience")
 GGUF_TAGS = ("gguf", "llama-cpp")
-RESULTS_FILE = "evaluation.json"  # the results JSON's name in the repo
 BASE_MODEL_RELATIONS = ("adapter", "merge", "quantized", "finetune")  # what the Hub accepts
 TASK = "text-generation"
 _HF_CACHE_SNAPSHOT = re.compile(r"models--(?P<owner>[^/]+?)--(?P<name>[^/]+)/snapshots/(?P<revision>[0-9a-f]{40})")

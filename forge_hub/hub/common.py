@@ -106,5 +106,26 @@ def hub_errors(repo_id: str, *, card_fix: str = "check {license} and {base_model
         raise
     except Exception as exc:  # dropped connections come as several httpx and OS error types
         cause = exc.__cause__ or exc
+        if _unreachable(exc):
+            from huggingface_hub import constants
+
+            raise HubError(f"could not reach the Hub at {constants.ENDPOINT} to push {repo_id}: {cause}",
+                           "check the network connection and HF_ENDPOINT, then push again") from exc
         raise HubError(f"the push to {repo_id} was interrupted: {type(cause).__name__}: {cause}",
                        "run the same push again with {exist_ok}: files already on the Hub are not sent again") from exc
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """True when no connection could be made at all (a name that does not resolve, a refused
+    connection), as opposed to one that broke off during the upload."""
+    import socket
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        name = type(seen).__name__
+        if isinstance(seen, (socket.gaierror, ConnectionRefusedError)) or name in ("ConnectError", "ConnectTimeout"):
+            return True
+        if "Name or service not known" in str(seen) or "nodename nor servname" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

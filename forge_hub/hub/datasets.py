@@ -20,7 +20,7 @@ from pathlib import Path
 
 from forge_hub.errors import PromptError
 from forge_hub.hub.common import check_repo_id, create_repo, hub_errors, require_token
-from forge_hub.outputs.staging import staged_output
+from forge_hub.outputs.staging import OUTPUT_MARKER, check_output, staged_output
 from forge_hub.prompts.dataset import DEFAULT_DATASET, SIDES, source_errors
 
 
@@ -45,7 +45,8 @@ def build_dataset(out: str | Path, *, sources: Sequence[str] | None = None,
                               input="sources")
     configs = list(SIDES) + [s.name for s in chosen]
     counts: dict[str, dict[str, int]] = {}
-    with staged_output(out, overwrite) as tmp, _datasets_bars_off(), \
+    check_output(out, overwrite=overwrite, kind="dataset")
+    with staged_output(out, overwrite, kind="dataset") as tmp, _datasets_bars_off(), \
             tempfile.TemporaryDirectory(prefix="forge-prompts-cache-") as cache:
         from tqdm.auto import tqdm
 
@@ -82,7 +83,8 @@ def push_dataset(folder: str | Path, repo_id: str, *, private: bool = False, tok
     message = commit_message or "Upload the refusal prompt dataset (forge-hub datasets build)"
     with hub_errors(repo_id):
         create_repo(api, repo_id, repo_type="dataset", private=private or None, exist_ok=True, exists_fix="")
-        info = api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=folder, commit_message=message)
+        info = api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=folder, commit_message=message,
+                                 ignore_patterns=[OUTPUT_MARKER])
     return info.commit_url
 
 

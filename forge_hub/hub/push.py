@@ -35,7 +35,6 @@ from typing import NamedTuple
 from forge_hub import __version__
 from forge_hub.errors import HubError, ModelLoadError
 from forge_hub.hub.card import (
-    RESULTS_FILE,
     GGUFVariant,
     Licence,
     artifact_metadata,
@@ -46,15 +45,23 @@ from forge_hub.hub.card import (
     load_results,
 )
 from forge_hub.hub.common import check_online, check_repo_id, create_repo, hub_errors, require_token
-from forge_hub.outputs.checkpoint import ARTIFACT_FILES, INDEX_FILE, weight_shards
-from forge_hub.schema import DirectionMetadata, EvaluationResults
+from forge_hub.model.files import INDEX_FILE, weight_shards
+from forge_hub.schema import (
+    ARTIFACT_FILES,
+    CONFIG_FILE,
+    RESULTS_FILE,
+    DirectionMetadata,
+    EvaluationResults,
+    load_toml,
+    to_toml,
+)
 from forge_hub.units import human_size
 
 # What loads the model besides its shards; licence files of the base travel with its weights.
 MODEL_FILES = ("config.json", "generation_config.json", INDEX_FILE, "chat_template.jinja", "chat_template.json",
                "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                "tokenizer.model", "vocab.json", "merges.txt", "vocab.txt", "preprocessor_config.json",
-               "processor_config.json")
+               "processor_config.json", CONFIG_FILE)
 MODEL_PATTERNS = ("*.tiktoken", "LICENSE*", "LICENCE*", "NOTICE*", "USE_POLICY*")
 RESULTS_NAMES = (RESULTS_FILE, "results.json")  # looked for in the folder when no results file is given
 # Weights of an earlier push that this one does not replace would sit beside the new ones and
@@ -351,6 +358,13 @@ def stage_model(target: Path, files: Sequence[Path], results: Path | None,
             path.unlink()  # a link to the source file: never write through it
             path.write_text(json.dumps(without_local_paths(data, local_names or {}), indent=2, ensure_ascii=False)
                             + "\n", encoding="utf-8")
+    config = target / CONFIG_FILE
+    if config.exists():  # the run's settings, with the same paths made public
+        text = config.read_text(encoding="utf-8")
+        header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#")).replace("# ", "")
+        config.unlink()
+        config.write_text(to_toml(without_local_paths(load_toml(text), local_names or {}), header=header.strip()),
+                          encoding="utf-8")
     return _listing(target)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from forge_hub.errors import ModelLoadError
+from forge_hub.errors import ModelLoadError, PromptError
 
 
 def require_chat_template(tokenizer: object) -> None:
@@ -48,9 +48,33 @@ def encode(tokenizer: object, prompts: Sequence[str], *, system_prompt: str | No
     return {k: v.to(device) for k, v in batch.items()} if device is not None else dict(batch)
 
 
+DEFAULT_MAX_PROMPT_TOKENS = 2048
+
+
+def check_prompt_lengths(tokenizer: object, prompts: Sequence[str], *, max_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
+                         system_prompt: str | None = None, context: int | None = None) -> None:
+    """Refuse, before any work, a prompt longer than ``max_tokens`` (or the model's ``context``)
+    through the chat template: one such line can fill the machine's memory in a batched pass."""
+    limit = min(max_tokens, context) if context else max_tokens
+    texts = [render(tokenizer, p, system_prompt) for p in prompts]
+    for prompt, ids in zip(prompts, tokenizer(texts, add_special_tokens=False)["input_ids"]):
+        if len(ids) > limit:
+            start = " ".join(prompt.split()[:8])
+            raise PromptError(f"a prompt is {len(ids)} tokens long through the chat template, more than the "
+                              f"limit of {limit}: {start!r}...",
+                              "shorten or remove that prompt, or raise {max_prompt_tokens}", input="max_prompt_tokens")
+
+
 def batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
+
+
+def model_context(model: torch.nn.Module) -> int | None:
+    """The longest input the model was built for, when its config says."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    value = getattr(config, "max_position_embeddings", None)
+    return int(value) if isinstance(value, int) and value > 0 else None
 
 
 def input_device(model: torch.nn.Module) -> torch.device:

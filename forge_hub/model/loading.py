@@ -51,6 +51,12 @@ def resolve_source(source: str, revision: str | None = None) -> ModelSource:
     return ModelSource("hub", source, revision)
 
 
+def local_paths(src: ModelSource) -> list[str]:
+    """The local files or folders a source is read from (none for a Hub id): what an output may
+    never overwrite."""
+    return [] if src.kind == "hub" else [src.id]
+
+
 def load_tokenizer(src: ModelSource, trust_remote_code: bool = False, chat_template: str | None = None):
     from transformers import AutoTokenizer
 
@@ -91,6 +97,9 @@ def load_model(source: str | ModelSource, *, revision: str | None = None, dtype:
         kwargs["device_map"] = device_map
     if quantization is not None:
         kwargs["quantization_config"] = _bitsandbytes_config(quantization)
+    if src.kind != "gguf":
+        kwargs["use_safetensors"] = True  # pickled weights can run code when loaded: never read them
+        _check_safetensors(src)
     tokenizer = load_tokenizer(src, trust_remote_code, chat_template)
     try:
         model = AutoModelForCausalLM.from_pretrained(kwargs.pop("path"), **kwargs)
@@ -160,9 +169,19 @@ def _bitsandbytes_config(quantization: str):
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
+def _check_safetensors(src: ModelSource) -> None:
+    """A local folder without safetensors weights gets the same answer ``apply`` gives (pickles are
+    unsafe), before transformers reads anything."""
+    if src.kind == "folder":
+        from forge_hub.model.files import weight_shards
+
+        weight_shards(Path(src.id))
+
+
 def _hub_hint(src: ModelSource) -> str:
     if src.kind == "hub":
-        return ("check the model id and {revision}; gated models need `hf auth login`; offline, "
+        local = "" if "/" in src.id else f"there is no folder {src.id!r} here either; "
+        return (f"{local}check the model id and {{revision}}; gated models need `hf auth login`; offline, "
                 "use a local folder or a .gguf file")
     return "check that the folder holds a complete Hugging Face checkpoint"
 

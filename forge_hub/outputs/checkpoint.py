@@ -12,12 +12,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
@@ -26,13 +25,18 @@ from forge_hub.abliterate.architecture import Architecture
 from forge_hub.abliterate.directions import RefusalDirections
 from forge_hub.abliterate.plan import EditPlan, build_plan
 from forge_hub.errors import ModelLoadError
-from forge_hub.outputs.staging import staged_output
-from forge_hub.schema import AblationSettings, AbliterationRecord
+from forge_hub.model.files import (
+    INDEX_FILE,
+    PICKLE_SUFFIXES,
+    checkpoint_shapes,
+    open_safetensors,
+    read_config,
+    read_header,
+    weight_shards,
+)
+from forge_hub.outputs.staging import check_output, staged_output
+from forge_hub.schema import ARTIFACT_FILES, SETTINGS_FILE, AblationSettings, AbliterationRecord
 
-INDEX_FILE = "model.safetensors.index.json"
-SETTINGS_FILE = "abliteration.json"
-ARTIFACT_FILES = ("refusal.safetensors", "refusal.json", SETTINGS_FILE)
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 NOT_COPIED_SUFFIXES = PICKLE_SUFFIXES + (".gguf", ".h5", ".msgpack", ".onnx")
 HEAD_SHARD = "model-output-head.safetensors"
 _COPY_CHUNK = 64 << 20
@@ -46,52 +50,6 @@ class ApplyReport:
     shards: int
     bytes_written: int
     skipped_files: list[str] = field(default_factory=list)
-
-
-def weight_shards(folder: Path) -> list[Path]:
-    """The checkpoint's safetensors shards (from the index when there is one)."""
-    index = folder / INDEX_FILE
-    if index.exists():
-        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        missing = [n for n in names if not (folder / n).exists()]
-        if missing:
-            raise ModelLoadError(f"{folder}: index names missing shard(s) {', '.join(missing)}",
-                                 "download the whole checkpoint again")
-        return [folder / n for n in names]
-    shards = sorted(p for p in folder.glob("*.safetensors") if p.name not in ARTIFACT_FILES)
-    if not shards:
-        pickles = [p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES]
-        hint = ("this checkpoint is in pickle format, which forge-hub does not load (unsafe); convert it to "
-                "safetensors first" if pickles else "point at a Hugging Face model folder with *.safetensors files")
-        raise ModelLoadError(f"no safetensors weights in {folder}", hint)
-    return shards
-
-
-def read_header(path: Path) -> tuple[int, dict]:
-    """(data start offset, header) of a safetensors file: 8-byte length, then JSON."""
-    with path.open("rb") as f:
-        (length,) = struct.unpack("<Q", f.read(8))
-        return 8 + length, json.loads(f.read(length))
-
-
-def checkpoint_shapes(shards: list[Path]) -> tuple[dict[str, tuple[int, ...]], dict[str, Path]]:
-    shapes: dict[str, tuple[int, ...]] = {}
-    where: dict[str, Path] = {}
-    for shard in shards:
-        _, header = read_header(shard)
-        for name, info in header.items():
-            if name != "__metadata__":
-                shapes[name] = tuple(info["shape"])
-                where[name] = shard
-    return shapes, where
-
-
-def read_config(folder: Path) -> dict:
-    path = folder / "config.json"
-    if not path.exists():
-        raise ModelLoadError(f"{folder} has no config.json, so it is not a Hugging Face model folder",
-                             "point at the folder that holds config.json and the *.safetensors files")
-    return json.loads(path.read_text())
 
 
 def checkpoint_architecture(folder: Path) -> Architecture:
@@ -116,14 +74,15 @@ def plan_for_checkpoint(folder: Path, artifact: RefusalDirections, settings: Abl
     shapes, where = checkpoint_shapes(weight_shards(folder))
 
     def read_tensor(name: str) -> torch.Tensor:
-        with safe_open(where[name], "pt") as f:
+        with open_safetensors(where[name]) as f:
             return f.get_tensor(name)
 
     return build_plan(arch, shapes, artifact, settings, read_tensor)
 
 
 def apply_to_checkpoint(source: str | Path, output: str | Path, artifact: RefusalDirections,
-                        settings: AblationSettings, *, overwrite: bool = False, progress: bool = True) -> ApplyReport:
+                        settings: AblationSettings, *, overwrite: bool = False, progress: bool = True,
+                        extra_files: Mapping[str, str] | None = None) -> ApplyReport:
     """Write an abliterated copy of the checkpoint folder ``source`` to ``output``.
 
     The source is only read. The output appears when complete (see :mod:`forge_hub.staging`)
@@ -132,15 +91,13 @@ def apply_to_checkpoint(source: str | Path, output: str | Path, artifact: Refusa
     source = Path(source).expanduser().resolve()
     if not source.is_dir():
         raise ModelLoadError(f"model folder {source} does not exist", "check the path")
-    if Path(output).expanduser().resolve() == source:
-        raise ModelLoadError("the output folder is the source folder",
-                             "choose another {out}; the source is never modified", input="out")
+    needed = sum(p.stat().st_size for p in source.iterdir() if p.is_file())
+    check_output(output, overwrite=overwrite, kind="model", sources=[source], needed_bytes=needed)
     shards = weight_shards(source)
     plan = plan_for_checkpoint(source, artifact, settings)
-    needed = sum(p.stat().st_size for p in source.iterdir() if p.is_file())
     skipped: list[str] = []
     written = 0
-    with staged_output(output, overwrite, needed_bytes=needed) as tmp:
+    with staged_output(output, overwrite, needed_bytes=needed, kind="model", sources=[source]) as tmp:
         for item in sorted(source.iterdir()):
             if item.is_file() and item not in shards and item.name not in ARTIFACT_FILES:
                 if item.suffix in NOT_COPIED_SUFFIXES:
@@ -153,18 +110,22 @@ def apply_to_checkpoint(source: str | Path, output: str | Path, artifact: Refusa
                 written += rewrite_shard(shard, tmp / shard.name, plan, advance=bar.update)
         if plan.untie_embeddings is not None:
             _write_output_head(tmp, plan.untie_embeddings, shards)
-        document_output(tmp, artifact, settings, str(source), sorted(plan.edits))
+        document_output(tmp, artifact, settings, str(source), sorted(plan.edits), extra_files=extra_files)
     return ApplyReport(Path(output).expanduser().resolve(), len(plan), plan.layers(), len(shards), written, skipped)
 
 
 def document_output(folder: Path, artifact: RefusalDirections, settings: AblationSettings, source: str,
-                    edited_tensors: list[str], **details: object) -> None:
+                    edited_tensors: list[str], *, extra_files: Mapping[str, str] | None = None,
+                    **details: object) -> None:
     """Put the direction artifact (with the settings used) and ``abliteration.json`` beside the edited
     weights, so every output says what was done to which source. ``details`` are the record's
-    optional fields (what a GGUF edit adds)."""
+    optional fields (what a GGUF edit adds); ``extra_files`` (name -> text) go in too (the
+    command's own settings file)."""
     artifact.with_metadata(apply_settings=settings).save(folder)
     record = AbliterationRecord(source=source, settings=settings, edited_tensors=edited_tensors, **details)
     (folder / SETTINGS_FILE).write_text(record.to_json(), encoding="utf-8")
+    for name, text in (extra_files or {}).items():
+        (folder / name).write_text(text, encoding="utf-8")
 
 
 def rewrite_shard(src: Path, dst: Path, plan: EditPlan, *, advance=lambda n: None) -> int:
@@ -172,7 +133,7 @@ def rewrite_shard(src: Path, dst: Path, plan: EditPlan, *, advance=lambda n: Non
     data_start, header = read_header(src)
     entries = sorted(((info["data_offsets"], name) for name, info in header.items() if name != "__metadata__"))
     size = src.stat().st_size
-    with src.open("rb") as fin, dst.open("wb") as fout, safe_open(src, "pt") as reader:
+    with src.open("rb") as fin, dst.open("wb") as fout, open_safetensors(src) as reader:
         _copy_range(fin, fout, 0, data_start)
         position = data_start
         for (begin, end), name in entries:
@@ -229,7 +190,7 @@ def _write_output_head(tmp: Path, embed_name: str, shards: list[Path]) -> None:
     before any index, so the single file is renamed into the sharded naming).
     """
     shapes, where = checkpoint_shapes(shards)
-    with safe_open(where[embed_name], "pt") as f:
+    with open_safetensors(where[embed_name]) as f:
         head = f.get_tensor(embed_name)
     head_name = "lm_head.weight"
     index_path = tmp / INDEX_FILE

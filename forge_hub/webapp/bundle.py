@@ -24,7 +24,7 @@ from pathlib import Path
 
 from forge_hub import __version__
 from forge_hub.errors import HubError, OutputError
-from forge_hub.outputs.staging import staged_output
+from forge_hub.outputs.staging import OUTPUT_MARKER, staged_output
 
 PACKAGES = ("forge_hub", "datasets_builders")  # copied whole: the app imports both
 SPACE_FILES = ("app.py", "README.md")
@@ -92,14 +92,16 @@ def build_space(out: Path, *, root: Path | None = None, overwrite: bool = False)
     sdk_version = str(space_metadata(space / "README.md").get("sdk_version") or "")
     if not sdk_version:
         raise OutputError(f"{space / 'README.md'} names no sdk_version", "add `sdk_version: <gradio version>`")
-    with staged_output(out, overwrite=overwrite) as tmp:
+    with staged_output(out, overwrite=overwrite, kind="space",
+                       sources=[space, *(root / package for package in PACKAGES)]) as tmp:
         for name in SPACE_FILES:
             shutil.copy2(space / name, tmp / name)
         for package in PACKAGES:
             shutil.copytree(root / package, tmp / package, ignore=shutil.ignore_patterns(*SKIPPED))
         (tmp / "requirements.txt").write_text(requirements_text(sdk_version), encoding="utf-8")
     folder = Path(out).expanduser().resolve()
-    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                   if p.is_file() and p.name != OUTPUT_MARKER)
     return SpaceBundle(folder, files, sdk_version)
 
 
@@ -119,6 +121,7 @@ def push_space(bundle: SpaceBundle, repo_id: str, *, token: str | None = None, p
         create_repo(api, repo_id, exist_ok=exist_ok, exists_fix="use {exist_ok} to update the Space",
                     repo_type="space", space_sdk="gradio", space_hardware=hardware, private=private or None)
         info = api.upload_folder(repo_id=repo_id, repo_type="space", folder_path=bundle.folder,
+                                 ignore_patterns=[OUTPUT_MARKER],
                                  commit_message=f"forge-hub {__version__}{_commit_suffix()}",
                                  delete_patterns=REPLACED_ON_UPDATE)
     return info.commit_url

@@ -81,6 +81,21 @@ def on_space() -> bool:
     return os.environ.get("SYSTEM") == "spaces" and bool(os.environ.get("SPACE_ID"))
 
 
+LOCAL_FILES_ENV = "FORGE_HUB_SPACE_ALLOW_LOCAL"
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def local_files_allowed() -> bool:
+    """May visitors name this machine's files (models, prompt datasets) and push with its login?
+    Only off a Space, and only when the app listens on this machine alone (Gradio's
+    GRADIO_SERVER_NAME, 127.0.0.1 by default) or the owner set FORGE_HUB_SPACE_ALLOW_LOCAL=1."""
+    if on_space():
+        return False
+    if os.environ.get(LOCAL_FILES_ENV, "").lower() in ("1", "true", "yes"):
+        return True
+    return os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1") in _LOOPBACK
+
+
 def on_zerogpu() -> bool:
     return os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "true", "yes")
 
@@ -118,7 +133,13 @@ def check_dataset(text: str | None, allow_local: bool = True) -> str | None:
     local = text.startswith((".", "/", "~")) or text.count("/") > 1 or Path(text).expanduser().exists()
     if local and not allow_local:
         raise PromptError(f"{text!r} is a local path, and this Space only reads prompt datasets from the Hub",
-                          "enter a Hub dataset id (owner/name), or leave the field empty for the default")
+                          "enter a Hub dataset id (owner/name), or leave the field empty for the default",
+                          input="dataset")
+    if not allow_local and repo_id_problem(text):
+        # a bare name such as `json` or `csv` would make datasets read the server's own files
+        raise PromptError(f"{text!r} is not a Hub dataset id: {repo_id_problem(text)}",
+                          "enter a Hub dataset id (owner/name), or leave the field empty for the default",
+                          input="dataset")
     return text
 
 
@@ -171,11 +192,11 @@ def _hub_info(source: ModelSource, token: str | None) -> ModelInfo:
                              "that has *.safetensors files")
     parameters = int(info.safetensors.total)
     size = sum(count * DTYPE_BYTES.get(dtype, 4) for dtype, count in info.safetensors.parameters.items())
-    return ModelInfo(source, parameters, size)
+    return _with_config_size(ModelInfo(source, parameters, size), _hub_config(source, token))
 
 
 def _folder_info(source: ModelSource) -> ModelInfo:
-    from forge_hub.outputs.checkpoint import read_header, weight_shards
+    from forge_hub.model.files import read_header, weight_shards
 
     parameters = size = 0
     for shard in weight_shards(Path(source.id)):
@@ -186,7 +207,9 @@ def _folder_info(source: ModelSource) -> ModelInfo:
             count = math.prod(entry["shape"])
             parameters += count
             size += count * DTYPE_BYTES.get(entry["dtype"], 4)
-    return ModelInfo(source, parameters, size)
+    from forge_hub.model.files import read_config
+
+    return _with_config_size(ModelInfo(source, parameters, size), read_config(Path(source.id)))
 
 
 def _gguf_info(source: ModelSource) -> ModelInfo:
@@ -197,6 +220,59 @@ def _gguf_info(source: ModelSource) -> ModelInfo:
     except Exception as exc:
         raise ModelLoadError(f"{source.id} is not a readable GGUF file: {exc}", "check the file") from exc
     return ModelInfo(source, parameters, parameters * 4)  # transformers dequantizes to float32
+
+
+def config_parameters(config: dict) -> int | None:
+    """The parameters a decoder's config describes (embeddings, attention, MLP or experts per layer):
+    a model's size as it will be loaded, whatever its weight files claim. None when the config
+    lacks the sizes."""
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+
+    def get(*names: str) -> int | None:
+        for name in names:
+            value = text.get(name)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    hidden, layers, vocab = get("hidden_size", "n_embd", "d_model"), get("num_hidden_layers", "n_layer"), \
+        get("vocab_size")
+    if not (hidden and layers and vocab):
+        return None
+    heads = get("num_attention_heads", "n_head") or 1
+    head_dim = get("head_dim") or hidden // heads
+    kv_heads = get("num_key_value_heads") or heads
+    attention = 2 * hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim
+    intermediate = get("intermediate_size", "n_inner") or 4 * hidden
+    experts = get("num_experts", "num_local_experts", "n_routed_experts") or 0
+    mlp = 3 * hidden * (experts * (get("moe_intermediate_size") or intermediate) if experts else intermediate)
+    tied = bool(text.get("tie_word_embeddings", config.get("tie_word_embeddings", True)))
+    return vocab * hidden * (1 if tied else 2) + layers * (attention + mlp)
+
+
+def _with_config_size(info: ModelInfo, config: dict | None) -> ModelInfo:
+    """The larger of the two sizes: the weight files' and the config's (a config that declares a
+    huge model over a few stored weights must not pass the memory check)."""
+    declared = config_parameters(config) if config else None
+    if not declared or declared <= info.parameters:
+        return info
+    per_parameter = info.checkpoint_bytes / info.parameters if info.parameters else 2
+    return ModelInfo(info.source, declared, int(declared * max(per_parameter, 1)))
+
+
+def _hub_config(source: ModelSource, token: str | None) -> dict | None:
+    """config.json of a Hub model (a few kB), None when it cannot be had: the model's metadata then
+    decides alone (and the model could not be loaded anyway)."""
+    import json
+
+    from huggingface_hub import hf_hub_download
+
+    try:
+        path = hf_hub_download(source.id, "config.json", revision=source.revision, token=token)
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except Exception:  # noqa: BLE001 - offline, gated, missing: the metadata check still stands
+        return None
+    return config if isinstance(config, dict) else None
 
 
 def local_copy(info: ModelInfo) -> Path:

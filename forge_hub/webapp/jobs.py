@@ -117,7 +117,7 @@ class ComputeJob:
         finally:
             del model
             _free_gpu()
-        with staged_output(self.out, overwrite=True) as tmp:
+        with staged_output(self.out, overwrite=True, kind="directions") as tmp:
             artifact.save(tmp)
         return artifact.metadata
 

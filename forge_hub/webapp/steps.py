@@ -44,7 +44,7 @@ def _need(path: Path, step: str) -> None:
 
 def _prompts(dataset: str | None, sources: Sequence[str] | None, split: str, n: int) -> PromptLists:
     """Both sides from the prompt dataset (a Hub id only, on a public Space)."""
-    dataset = checks.check_dataset(dataset, allow_local=not checks.on_space())
+    dataset = checks.check_dataset(dataset, allow_local=checks.local_files_allowed())
     return load_prompt_lists(PromptChoice(dataset=dataset, split=split, sources=list(sources or []) or None,
                                           n_prompts=int(n)))
 
@@ -63,7 +63,7 @@ def compute_step(open_workspace: Callable[[], Workspace], *, model_id: str, revi
     directions (and search, with ``search_trials``) as one GPU job; a new compute starts the
     session over. The session's folder is opened only once every check has passed."""
     progress(0, "checking the model")
-    info = checks.check_model(model_id, revision=revision, allow_local=not checks.on_space())
+    info = checks.check_model(model_id, revision=revision, allow_local=checks.local_files_allowed())
     checks.check_fits(info, copies=2)  # evaluation and chat hold both models: refuse now, not later
     progress(0.02, "reading the prompts")
     prompts = _prompts(dataset, sources, "train", n_prompts)
@@ -87,6 +87,7 @@ def apply_step(ws: Workspace, *, progress: Progress = _no_progress) -> tuple[Ref
     evaluation, chat and the push read that)."""
     _need(ws.directions / "refusal.safetensors", "1. Compute directions")
     progress(0, "writing the abliterated model")
+    ws.check_room(checks.ModelInfo.from_dict(ws.state()["model"]).checkpoint_bytes)
     artifact = RefusalDirections.load(ws.directions)
     report = apply(ws.state()["local_path"], artifact, ws.model, overwrite=True, gguf_output="safetensors")
     ws.results.unlink(missing_ok=True)  # an earlier evaluation was of an earlier edit

@@ -20,13 +20,17 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT_ENV = "FORGE_HUB_SPACE_WORKDIR"
+DISK_CAP_ENV = "FORGE_HUB_SPACE_SESSION_GB"  # disk one session may fill (models, results)
+DEFAULT_DISK_CAP_BYTES = 40 * 10**9
 DEFAULT_MAX_AGE_SECONDS = 6 * 3600
+SWEEP_INTERVAL_SECONDS = 600
 SESSION_FILE = "session.json"
 
 
@@ -66,6 +70,21 @@ class Workspace:
         file = self.path / SESSION_FILE
         return json.loads(file.read_text(encoding="utf-8")) if file.exists() else {}
 
+    def used_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file() and not p.is_symlink())
+
+    def check_room(self, more_bytes: int, cap: int | None = None) -> None:
+        """Refuse a step that would make this session hold more than its share of the disk."""
+        from forge_hub.errors import OutputError
+        from forge_hub.units import human_size
+
+        cap = cap if cap is not None else disk_cap()
+        used = self.used_bytes()
+        if used + more_bytes > cap:
+            raise OutputError(f"this step would need {human_size(more_bytes)} more disk, and the session already "
+                              f"holds {human_size(used)} of its {human_size(cap)}",
+                              "pick a smaller model, or run forge-hub on your own machine")
+
     def reset(self) -> None:
         """Forget every result: a new compute starts a new chain of steps."""
         for item in self.path.iterdir():
@@ -73,6 +92,12 @@ class Workspace:
                 shutil.rmtree(item)
             else:
                 item.unlink()
+
+
+def disk_cap() -> int:
+    """Bytes one session may hold: $FORGE_HUB_SPACE_SESSION_GB, else 40 GB."""
+    value = os.environ.get(DISK_CAP_ENV)
+    return int(float(value) * 1e9) if value else DEFAULT_DISK_CAP_BYTES
 
 
 class SessionFolders:
@@ -102,6 +127,18 @@ class SessionFolders:
         existed = path.exists()
         shutil.rmtree(path, ignore_errors=True)
         return existed
+
+    def start_sweeper(self, interval: float = SWEEP_INTERVAL_SECONDS) -> threading.Thread:
+        """Sweep every ``interval`` seconds in a daemon thread, so sessions that vanished without
+        saying so (API clients, crashes) do not fill the disk while nobody opens a new one."""
+        def loop() -> None:
+            while True:
+                time.sleep(interval)
+                self.sweep()
+
+        thread = threading.Thread(target=loop, name="forge-hub-sweeper", daemon=True)
+        thread.start()
+        return thread
 
     def sweep(self, now: float | None = None) -> list[Path]:
         """Remove folders not used for ``max_age_seconds``; returns what was removed."""

@@ -24,6 +24,7 @@ norms as ``1 + weight``; the offset is removed before the plan reads a post-writ
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +39,7 @@ from forge_hub.abliterate.plan import EditPlan, build_plan
 from forge_hub.errors import ModelLoadError, UnsupportedArchitectureError
 from forge_hub.outputs.checkpoint import ApplyReport, document_output
 from forge_hub.outputs.gguf.quant import dequantize, ggml_type, quantize, requantize_type, tensor_nbytes
-from forge_hub.outputs.staging import staged_output
+from forge_hub.outputs.staging import check_output, staged_output
 from forge_hub.schema import AblationSettings
 
 # Hugging Face names (per layer) of the residual writers and the norms after them.
@@ -114,7 +115,8 @@ def plan_for_gguf(reader, layout: GGUFLayout, artifact: RefusalDirections, setti
 
 
 def apply_to_gguf(source: str | Path, output: str | Path, artifact: RefusalDirections, settings: AblationSettings,
-                  *, overwrite: bool = False, progress: bool = True) -> GGUFApplyReport:
+                  *, overwrite: bool = False, progress: bool = True,
+                  extra_files: Mapping[str, str] | None = None) -> GGUFApplyReport:
     """Write ``<output>/<source file name>`` abliterated, with the direction artifact and
     ``abliteration.json`` beside it. The source is only read.
 
@@ -132,9 +134,7 @@ def apply_to_gguf(source: str | Path, output: str | Path, artifact: RefusalDirec
                              "check that the file is a complete GGUF model") from exc
     if reader.byte_order != "I":
         raise ModelLoadError(f"{source.name} is a big-endian GGUF", "convert it with gguf-convert-endian first")
-    if Path(output).expanduser().resolve() in source.parents:
-        raise ModelLoadError("the output folder holds the source file",
-                             "choose another {out}; the source is never modified", input="out")
+    check_output(output, overwrite=overwrite, kind="model", sources=[source], needed_bytes=source.stat().st_size)
     layout = read_layout(reader)
     plan = plan_for_gguf(reader, layout, artifact, settings)
     edits = {name: plan.edits[hf] for name, hf in layout.to_hf.items() if hf in plan.edits}
@@ -146,9 +146,10 @@ def apply_to_gguf(source: str | Path, output: str | Path, artifact: RefusalDirec
         print(f"note: the gguf package cannot write {', '.join(sorted({a for a, _ in changes.values()}))}; "
               f"{len(changes)} edited tensor(s) are stored as {'; '.join(kinds)}", file=sys.stderr)
     untie = "token_embd.weight" if plan.untie_embeddings is not None else None
-    with staged_output(output, overwrite, needed_bytes=source.stat().st_size) as tmp:
+    with staged_output(output, overwrite, needed_bytes=source.stat().st_size, kind="model", sources=[source]) as tmp:
         written = _write_edited(reader, tmp / source.name, layout, edits, stored, plan, untie, progress)
-        document_output(tmp, artifact, settings, str(source), sorted(edits), untied_output_head=untie is not None,
+        document_output(tmp, artifact, settings, str(source), sorted(edits), extra_files=extra_files,
+                        untied_output_head=untie is not None,
                         type_changes={name: {"from": a, "to": b} for name, (a, b) in sorted(changes.items())})
     return GGUFApplyReport(Path(output).expanduser().resolve(), len(edits), plan.layers(), 1, written,
                            type_changes=changes)

@@ -25,7 +25,6 @@ nothing is left behind. The model folder is only read.
 from __future__ import annotations
 
 import errno
-import json
 import math
 import os
 import shutil
@@ -42,7 +41,7 @@ from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from forge_hub.errors import ModelLoadError, OutputError, UnsupportedArchitectureError
-from forge_hub.outputs.checkpoint import checkpoint_shapes, weight_shards
+from forge_hub.model.files import checkpoint_shapes, read_config, weight_shards
 from forge_hub.outputs.gguf.llama_cpp import (
     CONVERT_OUTTYPES,
     CONVERT_SCRIPT,
@@ -147,6 +146,11 @@ def export_gguf(model_dir: Path, out_dir: Path, types: Sequence[str], *, name: s
         raise ModelLoadError(f"{model_dir} is not a Hugging Face model folder (no config.json)",
                              "point at the folder that holds config.json, the *.safetensors weights and the tokenizer")
     name = name or model_dir.name
+    if not name.strip() or any(c in name for c in "/\\\0") or name.startswith("."):
+        raise OutputError(f"{name!r} cannot name a GGUF file: it must be a plain file name",
+                          "give {name} without folders or a leading dot, e.g. my-model", input="name")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"{out_dir} is a file, not a folder", "choose another {out}", input="out")
     targets = {t: out_dir / f"{name}-{t}.gguf" for t in type_names}
     existing = [p.name for p in targets.values() if p.exists()]
     if existing and not overwrite:
@@ -232,7 +236,7 @@ def prepare_conversion(model_dir: Path) -> _Conversion:
     """Read config, tokenizer and tensor list; raise for anything this converter cannot write."""
     from transformers import AutoConfig
 
-    raw = json.loads((model_dir / "config.json").read_text())
+    raw = read_config(model_dir)
     model_type = str(raw.get("model_type", "unknown"))
     family = FAMILIES.get(model_type)
     if family is None:
