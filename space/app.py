@@ -277,7 +277,7 @@ def build_app() -> gr.Blocks:
             revision = gr.Textbox(label="Revision (optional)", placeholder="main", scale=1)
         with gr.Row():
             dataset = gr.Textbox(label="Prompt dataset" + (" (Hub id or built folder)" if local else " (Hub id)"),
-                                 value=default_dataset(),
+                                 value=default_dataset() or "", placeholder="empty: the lists forge-hub ships",
                                  elem_id="prompt-dataset", scale=3)
             sources = gr.Dropdown(_source_choices(), multiselect=True, label="Sources (empty: all)", scale=2)
         with gr.Row():

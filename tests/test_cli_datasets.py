@@ -31,7 +31,6 @@ def _isolated(tmp_path, monkeypatch):
     import datasets
 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-datasets-cache")
-    monkeypatch.setattr(prompt_dataset, "_unavailable", set())
     monkeypatch.delenv(prompt_dataset.DATASET_ENV, raising=False)
 
 
@@ -131,23 +130,36 @@ def test_prompt_options_sample_split_sources_and_explicit_files(built, prompt_fi
 
 def test_dataset_default_is_documented_and_follows_the_environment(monkeypatch, built):
     args = build_parser().parse_args(["compute", "m", "--out", "x"])
-    assert args.prompts_dataset == "forge-hub/refusal-prompts" and args.split == "train"
+    assert args.prompts_dataset is None and args.split == "train"  # no dataset: the shipped lists
     assert args.harmful is None and args.harmless is None
     monkeypatch.setenv("FORGE_HUB_PROMPTS_DATASET", str(built))
     assert build_parser().parse_args(["run", "m", "--out", "x"]).prompts_dataset == str(built)
 
 
-def test_offline_compute_falls_back_to_curated_lists_and_says_so_once(tmp_path, capsys):
+def test_default_compute_reads_the_shipped_lists_and_says_so(tmp_path, capsys):
+    """No prompt flags, offline: the lists inside the package, no Hub lookup, provenance as read."""
+    from forge_hub.prompts.choice import DEFAULT_SAMPLE, DEFAULT_SOURCES
+    from forge_hub.prompts.sources import load_prompts, prompts_hash, split_held_out
+
     model = save_model(make_model("llama"), tmp_path / "tiny")
     assert main(["compute", str(model), "--out", str(tmp_path / "dirs"), "--layer", "2"]) == 0
     err = capsys.readouterr().err
-    assert err.count("is unavailable") == 1 and "curated lists shipped with forge-hub" in err
-    prompts = RefusalDirections.load(tmp_path / "dirs").metadata.to_dict()["prompts"]
-    expected = len([p for p in builtin_prompts("harmful") if split_of(p) == "train"])
-    assert prompts["harmful"]["count"] + prompts["held_out_harmful"]["count"] == expected
+    assert "prompts: 512 harmful (builtin:advbench), 512 harmless (builtin:alpaca)" in err
+    assert "unavailable" not in err and "Hub" not in err  # nothing was looked up
+    prompts = RefusalDirections.load(tmp_path / "dirs").metadata.prompts
+    for side, recorded in (("harmful", prompts.harmful), ("harmless", prompts.harmless)):
+        assert recorded.source == DEFAULT_SOURCES[side]
+        read = load_prompts(DEFAULT_SOURCES[side], limit=DEFAULT_SAMPLE, seed=0)
+        assert recorded.count == DEFAULT_SAMPLE and recorded.hash == prompts_hash(split_held_out(read, 0.0, 0)[0])
+    assert {p for p in builtin_prompts("advbench")} >= set(load_prompts("builtin:advbench", limit=512))
 
 
-# --- pushing --------------------------------------------------------------------------------------
+def test_sources_need_a_dataset_to_pick_from(tmp_path, capsys):
+    model = save_model(make_model("llama"), tmp_path / "tiny")
+    assert main(["compute", str(model), "--out", str(tmp_path / "dirs"), "--sources", "advbench"]) == 2
+    err = capsys.readouterr().err
+    assert "select rows of a prompt dataset, and none is named" in err and "--prompts-dataset" in err
+
 
 def test_push_sends_every_file_in_one_commit(built, online):
     with FakeHub() as hub:

@@ -377,13 +377,12 @@ def test_compute_records_the_prompt_dataset_it_read(tmp_path, monkeypatch):
     from forge_hub.prompts import dataset as prompt_dataset
 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-datasets-cache")
-    monkeypatch.setattr(prompt_dataset, "_unavailable", set())
     monkeypatch.delenv(prompt_dataset.DATASET_ENV, raising=False)
     model = save_model(make_model("llama"), tmp_path / "tiny")
-    assert main(["compute", str(model), "--out", str(tmp_path / "dirs"), "--layer", "2", "--split", "train"]) == 0
+    assert main(["compute", str(model), "--out", str(tmp_path / "dirs"), "--layer", "2"]) == 0
     prompts = json.loads((tmp_path / "dirs" / "refusal.json").read_text())["prompts"]
-    assert prompts["harmful"]["source"] == "forge-hub/refusal-prompts harmful/train"
-    assert prompts["harmless"]["source"] == "forge-hub/refusal-prompts harmless/train"
+    assert prompts["harmful"]["source"] == "builtin:advbench"
+    assert prompts["harmless"]["source"] == "builtin:alpaca"
 
 
 def test_an_unreachable_hub_is_reported_as_such_not_as_an_interrupted_push(made, monkeypatch, capsys):

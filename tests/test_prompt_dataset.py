@@ -29,7 +29,6 @@ def _isolated_datasets_cache(tmp_path, monkeypatch):
     import datasets
 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-datasets-cache")
-    monkeypatch.setattr(prompt_dataset, "_unavailable", set())
 
 
 @pytest.fixture
@@ -235,23 +234,17 @@ def test_load_side_errors(built, tmp_path):
         load_side("harmful", dataset=str(out), split=other, sources=["jailbreakbench"])
 
 
-def test_offline_falls_back_to_curated_lists_once(capsys, monkeypatch):
+def test_a_named_dataset_the_hub_cannot_give_is_an_error_not_a_stand_in(monkeypatch):
     monkeypatch.delenv(prompt_dataset.DATASET_ENV, raising=False)
-    assert default_dataset() == "forge-hub/refusal-prompts"
-    harmful = load_side("harmful")  # HF_HUB_OFFLINE=1 in the tests, and nothing cached
-    harmless = load_side("harmless", split="test")
-    assert harmful == [p for p in builtin_prompts("harmful") if split_of(p) == "train"]
-    assert harmless == [p for p in builtin_prompts("harmless") if split_of(p) == "test"]
-    assert load_side("harmful", sources=["curated"], n=5, seed=2) == load_side("harmful", n=5, seed=2)
-    err = capsys.readouterr().err
-    assert err.count("note: prompt dataset forge-hub/refusal-prompts is unavailable") == 1
-    assert "forge-hub datasets build" in err
-    with pytest.raises(PromptError, match="only hold the 'curated' source"):
-        load_side("harmful", sources=["advbench"])
+    assert default_dataset() is None  # nothing named: compute reads the shipped lists, no Hub lookup
+    with pytest.raises(PromptError, match="cannot be read: the Hub cannot be reached") as err:
+        load_side("harmful", dataset="forge-hub/refusal-prompts")  # HF_HUB_OFFLINE=1 in the tests
+    assert "the lists forge-hub ships" in err.value.hint
 
 
 def test_dataset_setting_from_environment(built, monkeypatch):
     out, _ = built
     monkeypatch.setenv(prompt_dataset.DATASET_ENV, str(out))
     assert default_dataset() == str(out)
-    assert load_side("harmful") == [r["prompt"] for r in read_config(out, "harmful")["train"]]
+    train = [r["prompt"] for r in read_config(out, "harmful")["train"]]
+    assert load_side("harmful", dataset=default_dataset()) == train

@@ -50,22 +50,23 @@ def load_model_from(args: argparse.Namespace, model: str | None = None, *, revis
 
 def add_prompt_options(p: argparse.ArgumentParser, *, split: str, purpose: str) -> None:
     """Where the harmful and harmless prompts come from (``split``: the dataset split read by default)."""
-    from forge_hub.prompts.dataset import DATASET_ENV, DEFAULT_DATASET, DEFAULT_SAMPLE, SPLIT_NAMES, default_dataset
+    from forge_hub.prompts.choice import DEFAULT_SAMPLE, DEFAULT_SOURCES
+    from forge_hub.prompts.dataset import DATASET_ENV, SPLIT_NAMES, default_dataset
 
     g = p.add_argument_group(f"prompts ({purpose})")
     g.add_argument("--prompts-dataset", metavar="ID_OR_DIR", default=default_dataset(),
                    help=f"prompt dataset for the sides not given by --harmful/--harmless: a Hub id or a folder from "
-                   f"`forge-hub datasets build` (default: ${DATASET_ENV}, else {DEFAULT_DATASET}; offline with no "
-                   f"cached copy, the curated lists shipped with forge-hub)")
+                   f"`forge-hub datasets build` (default: ${DATASET_ENV}, else the lists shipped with forge-hub, "
+                   f"{DEFAULT_SOURCES['harmful']} and {DEFAULT_SOURCES['harmless']}: no network needed)")
     g.add_argument("--split", default=split, choices=SPLIT_NAMES, help=f"dataset split to read (default: {split})")
-    g.add_argument("--sources", help="comma-separated dataset sources to keep, e.g. advbench,jailbreakbench "
-                   "(default: all)")
-    g.add_argument("--harmful", help="harmful prompts instead of the dataset's: file, folder, dataset "
-                   "name[:config][:split] or builtin:harmful")
-    g.add_argument("--harmless", help="harmless prompts instead of the dataset's (same forms, or builtin:harmless)")
+    g.add_argument("--sources", help="comma-separated sources to keep from --prompts-dataset, e.g. "
+                   "advbench,jailbreakbench (default: all)")
+    g.add_argument("--harmful", help="harmful prompts: a file, a folder, a dataset name[:config][:split], or a "
+                   "shipped list (builtin:advbench, builtin:harmful)")
+    g.add_argument("--harmless", help="harmless prompts: the same forms (builtin:alpaca, builtin:harmless)")
     g.add_argument("--column", help="column holding the prompts in csv/json/parquet/dataset sources")
     g.add_argument("--n-prompts", type=int, help=f"sample at most this many prompts per side (default: all of a "
-                   f"--harmful/--harmless source, {DEFAULT_SAMPLE} from the prompt dataset)")
+                   f"--harmful/--harmless source, {DEFAULT_SAMPLE} from a prompt dataset or the shipped lists)")
     g.add_argument("--seed", type=int, default=0, help="seed for sampling and the held-out split")
 
 

@@ -41,6 +41,12 @@ TASK = "text-generation"
 _HF_CACHE_SNAPSHOT = re.compile(r"models--(?P<owner>[^/]+?)--(?P<name>[^/]+)/snapshots/(?P<revision>[0-9a-f]{40})")
 _GGUF_NAME = re.compile(r"-(?P<type>[A-Za-z0-9_]+)\.gguf$")
 _PROMPT_FILE_SUFFIXES = (".txt", ".json", ".jsonl", ".csv", ".parquet")
+SHIPPED_LISTS = {  # the lists forge-hub ships, as a card names them
+    "builtin:advbench": "[AdvBench](https://github.com/llm-attacks/llm-attacks) harmful behaviours (MIT), "
+                        "shipped with forge-hub",
+    "builtin:alpaca": "[Alpaca](https://github.com/tatsu-lab/stanford_alpaca) instructions (CC BY-NC 4.0), "
+                      "shipped with forge-hub",
+}
 
 
 @dataclass(frozen=True)
@@ -155,7 +161,7 @@ def display_source(source: str | None, count: int | None = None) -> str:
     if not source:
         return "not recorded"
     if source.startswith("builtin:"):
-        return f"forge-hub's built-in {source.split(':', 1)[1]} list"
+        return SHIPPED_LISTS.get(source, f"forge-hub's built-in {source.split(':', 1)[1]} list")
     if dataset_of(source):
         ident, config, split = dataset_of(source)
         where = "/".join(p for p in (config, split) if p)

@@ -21,7 +21,9 @@ from pathlib import Path
 from forge_hub.errors import PromptError
 from forge_hub.hub.common import check_repo_id, create_repo, hub_errors, require_token
 from forge_hub.outputs.staging import OUTPUT_MARKER, check_output, staged_output
-from forge_hub.prompts.dataset import DEFAULT_DATASET, SIDES, source_errors
+from forge_hub.prompts.dataset import SIDES, source_errors
+
+EXAMPLE_REPO = "your-name/refusal-prompts"  # the id the card's examples show when no repo is named
 
 
 def build_dataset(out: str | Path, *, sources: Sequence[str] | None = None,
@@ -62,7 +64,7 @@ def build_dataset(out: str | Path, *, sources: Sequence[str] | None = None,
                 target.parent.mkdir(parents=True, exist_ok=True)
                 part.to_parquet(str(target))
                 counts[config][split] = len(part)
-        (tmp / "README.md").write_text(render_card(counts, repo_id or DEFAULT_DATASET), encoding="utf-8")
+        (tmp / "README.md").write_text(render_card(counts, repo_id or EXAMPLE_REPO), encoding="utf-8")
     return counts
 
 

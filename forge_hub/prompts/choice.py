@@ -16,8 +16,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from forge_hub.prompts.dataset import DEFAULT_SAMPLE, SIDES, default_dataset, load_side
+from forge_hub.errors import PromptError
+from forge_hub.prompts.dataset import SIDES, default_dataset, load_side
 from forge_hub.prompts.sources import load_prompts
+
+# What compute and run read when no prompts are named: lists shipped inside the package, so the
+# default works offline and says exactly what it read (see datasets_builders/data/SOURCES.md).
+DEFAULT_SOURCES = {"harmful": "builtin:advbench", "harmless": "builtin:alpaca"}
+# Prompts per side drawn from a prompt dataset or the default lists when no sample size is given.
+DEFAULT_SAMPLE = 512
 
 
 @dataclass
@@ -27,7 +34,7 @@ class PromptChoice:
 
     harmful: str | None = None
     harmless: str | None = None
-    dataset: str | None = None  # Hub id or built folder; None: the default
+    dataset: str | None = None  # Hub id or built folder for the sides not given; None: the shipped lists
     split: str = "train"
     sources: Sequence[str] | None = None
     column: str | None = None
@@ -55,18 +62,25 @@ class PromptLists:
 
 def load_prompt_lists(choice: PromptChoice) -> PromptLists:
     """Read both sides. A side given as a source is read whole (sampled to ``n_prompts``); the others
-    come from the prompt dataset, ``DEFAULT_SAMPLE`` prompts unless ``n_prompts`` says otherwise."""
+    come from the named prompt dataset, else from the lists forge-hub ships (:data:`DEFAULT_SOURCES`),
+    ``DEFAULT_SAMPLE`` prompts each unless ``n_prompts`` says otherwise."""
     lists: dict[str, list[str]] = {}
     origins: dict[str, str] = {}
     dataset = choice.dataset or default_dataset()
+    if choice.sources and not dataset:
+        raise PromptError("prompt sources select rows of a prompt dataset, and none is named",
+                          "name one with {prompts_dataset}, or leave out {sources}", input="sources")
+    n = choice.n_prompts if choice.n_prompts is not None else DEFAULT_SAMPLE
     for side in SIDES:
         given = getattr(choice, side)
         if given:
             lists[side] = load_prompts(given, column=choice.column, limit=choice.n_prompts, seed=choice.seed)
             origins[side] = given
-        else:
-            n = choice.n_prompts if choice.n_prompts is not None else DEFAULT_SAMPLE
+        elif dataset:
             lists[side] = load_side(side, dataset=dataset, split=choice.split, n=n, seed=choice.seed,
                                     sources=choice.sources)
             origins[side] = f"{dataset} {side}/{choice.split}"
+        else:
+            lists[side] = load_prompts(DEFAULT_SOURCES[side], limit=n, seed=choice.seed)
+            origins[side] = DEFAULT_SOURCES[side]
     return PromptLists(lists["harmful"], lists["harmless"], origins["harmful"], origins["harmless"])

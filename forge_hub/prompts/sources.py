@@ -22,7 +22,13 @@ from pathlib import Path
 from forge_hub.errors import PromptError
 
 BUILTIN_PREFIX = "builtin:"
-BUILTIN_LISTS = ("harmful", "harmless")
+# The lists shipped in datasets_builders/data (licences and attribution in its SOURCES.md).
+BUILTIN_LISTS = {
+    "advbench": "advbench-harmful.txt",  # AdvBench, 520 harmful behaviours (MIT): the default harmful side
+    "alpaca": "alpaca-harmless.txt",  # 1,024 Alpaca instructions (CC BY-NC 4.0): the default harmless side
+    "harmful": "curated-harmful.txt",  # forge-hub's curated lists (Apache-2.0)
+    "harmless": "curated-harmless.txt",
+}
 FILE_SUFFIXES = (".txt", ".json", ".jsonl", ".csv", ".parquet")
 # Column names public prompt sets use, tried in this order when no column is named.
 COMMON_COLUMNS = ("prompt", "instruction", "goal", "Behavior", "behavior", "question", "text", "query")
@@ -87,11 +93,11 @@ def split_held_out(prompts: Sequence[str], fraction: float, seed: int = 0) -> tu
 
 
 def builtin_prompts(kind: str) -> list[str]:
-    """The curated list shipped with forge-hub (about 100 instructions with parallel structure)."""
+    """A list shipped with forge-hub: ``advbench``, ``alpaca``, or the curated ``harmful`` / ``harmless``."""
     if kind not in BUILTIN_LISTS:
         raise PromptError(f"unknown built-in list {kind!r}",
                           f"use one of {', '.join(BUILTIN_PREFIX + k for k in BUILTIN_LISTS)}")
-    text = resources.files("datasets_builders").joinpath("data", f"curated-{kind}.txt").read_text(encoding="utf-8")
+    text = resources.files("datasets_builders").joinpath("data", BUILTIN_LISTS[kind]).read_text(encoding="utf-8")
     return _parse_txt(text)
 
 
