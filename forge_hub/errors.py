@@ -31,6 +31,18 @@ def library_name(name: str) -> str:
     return f"`{name}`"
 
 
+def spell(text: str, names: Names | None = None) -> str:
+    """``text`` with every ``{name}`` spelled by ``names`` (a mapping or a function); names it does
+    not know are spelled as parameters. Errors, notes and advice name inputs this way."""
+    def one(match: re.Match[str]) -> str:
+        key = match.group(1)
+        if callable(names):
+            return names(key)
+        return (names or {}).get(key) or library_name(key)
+
+    return _PLACEHOLDER.sub(one, text)
+
+
 class ForgeHubError(Exception):
     """Base class for every error forge-hub raises on purpose."""
 
@@ -43,16 +55,8 @@ class ForgeHubError(Exception):
         self.input = input
 
     def render(self, names: Names | None = None) -> tuple[str, str | None]:
-        """(message, hint) with every ``{name}`` spelled by ``names`` (a mapping or a function);
-        names it does not know are spelled as parameters."""
-        def spell(match: re.Match[str]) -> str:
-            key = match.group(1)
-            if callable(names):
-                return names(key)
-            return (names or {}).get(key) or library_name(key)
-
-        return (_PLACEHOLDER.sub(spell, self.message),
-                _PLACEHOLDER.sub(spell, self.hint) if self.hint else None)
+        """(message, hint) with every ``{name}`` spelled by ``names`` (see :func:`spell`)."""
+        return spell(self.message, names), spell(self.hint, names) if self.hint else None
 
     def __str__(self) -> str:
         message, hint = self.render()

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Sequence
 
 from forge_hub import __version__
+from forge_hub.cli.options import flag_name
 from forge_hub.errors import ForgeHubError
 
 EPILOG = "Models: a Hub id (owner/name), a local Hugging Face folder, or a .gguf file."
@@ -85,16 +86,6 @@ def command_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.Argum
         if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
             return dict(action.choices)
     return {}
-
-
-# Library parameters whose flag is not simply their name with dashes.
-FLAGS = {"winsorize_quantile": "--winsorize", "held_out_fraction": "--held-out", "gguf_types": "--gguf",
-         "gguf_files": "--gguf-file", "folder": "DIR"}
-
-
-def flag_name(parameter: str) -> str:
-    """How the command line spells a library parameter that an error names: ``exist_ok`` -> ``--exist-ok``."""
-    return FLAGS.get(parameter) or "--" + parameter.replace("_", "-")
 
 
 def build_parser() -> argparse.ArgumentParser:

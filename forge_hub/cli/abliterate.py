@@ -21,13 +21,14 @@ from forge_hub.cli.options import (
     add_publish_options,
     add_settings_options,
     compute_options,
+    flag_name,
     gguf_repo,
     load_model_from,
     prompt_choice,
     settings_from,
     token_from,
 )
-from forge_hub.errors import HubError
+from forge_hub.errors import HubError, spell
 
 EPILOG = "Models: a Hub id (owner/name), a local Hugging Face folder, or a .gguf file."
 
@@ -64,6 +65,10 @@ def add_abliterate_parsers(sub: argparse._SubParsersAction) -> None:
     add_output_options(run, "output folder for the abliterated model")
     add_gguf_output_option(run)
     _add_search_options(run)
+    g = run.add_argument_group("the run's check")
+    g.add_argument("--no-evaluate", dest="evaluate", action="store_false",
+                   help="skip the before/after check on held-out prompts at the end")
+    g.add_argument("--check-tokens", type=int, default=100, help="answer length of that check (default 100)")
     run.add_argument("--push-to", metavar="OWNER/NAME", help="then push the output folder to this Hub model repo")
     add_publish_options(run, after_run=True)
     run.set_defaults(handler=_cmd_run)
@@ -100,11 +105,12 @@ def _load_prompts(args: argparse.Namespace):
 
 
 def _compute_artifact(args: argparse.Namespace):
+    """(artifact, model, tokenizer, prompts): the run's check reuses the loaded model."""
     from forge_hub.pipeline import compute
 
     prompts = _load_prompts(args)  # before the model: a bad list fails fast
     model, tokenizer, src = load_model_from(args)
-    return compute(model, tokenizer, src, prompts, options=compute_options(args))
+    return compute(model, tokenizer, src, prompts, options=compute_options(args)), model, tokenizer, prompts
 
 
 def _optimize(args: argparse.Namespace):
@@ -135,7 +141,7 @@ def _optimize(args: argparse.Namespace):
     print(f"\npicked trial {chosen.number} ({record.pick}): {chosen.values[0]:.0f}/{total} refusals, "
           f"KL {chosen.values[1]:.3f}; plot: {plot}")
     print(f"study: {storage} (run again with --trials N to continue, or --pick TRIAL to choose another trial)")
-    return outcome.artifact
+    return outcome.artifact, model, tokenizer, prompts
 
 
 def _check_out(args: argparse.Namespace, kind: str) -> None:
@@ -158,12 +164,12 @@ def _cmd_compute(args: argparse.Namespace) -> int:
 
     _check_out(args, "directions")
     start = time.time()
-    artifact = _compute_artifact(args)
+    artifact = _compute_artifact(args)[0]
     with staged_output(args.out, args.overwrite, kind="directions",
                        sources=local_paths(resolve_source(args.model, args.revision))) as tmp:
         artifact.save(tmp)
         (tmp / CONFIG_FILE).write_text(config_file_text("compute", args), encoding="utf-8")
-    _print_compute_summary(artifact)
+    _print_compute_summary(artifact, args.max_kl)
     print(f"\nwrote {Path(args.out).resolve()} in {time.time() - start:.0f}s")
     return 0
 
@@ -190,26 +196,53 @@ def _cmd_apply(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from forge_hub.pipeline import apply, push
+    from forge_hub.pipeline import apply, check_run, push
 
     _check_out(args, "model")
     token = _check_run_push(args)  # a bad repo name or a missing token fails now, not after the run
     start = time.time()
-    artifact = _optimize(args) if args.optimize else _compute_artifact(args)
+    artifact, model, tokenizer, prompts = _optimize(args) if args.optimize else _compute_artifact(args)
     if not args.optimize:
-        _print_compute_summary(artifact)
+        _print_compute_summary(artifact, args.max_kl)
     settings = artifact.metadata.apply_settings
     report = apply(args.model, artifact, args.out, settings=settings, revision=args.revision,
                    overwrite=args.overwrite, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
                    gguf_output="safetensors" if args.to_safetensors else "gguf",
                    extra_files={CONFIG_FILE: config_file_text("run", args)})
-    _print_apply_summary(report, settings, time.time() - start)
+    _print_apply_summary(report, settings, None)
+    if args.evaluate:
+        check = check_run(model, tokenizer, artifact, prompts, options=compute_options(args),
+                          max_new_tokens=args.check_tokens)
+        _print_check(check, searched=args.optimize and not args.eval_harmful, gguf=report.output / Path(args.model).name
+                     if str(args.model).endswith(".gguf") and not args.to_safetensors else None)
+    print(f"\nwrote {report.output} in {time.time() - start:.0f}s")
     if args.push_to:
         from forge_hub.hub.push import print_result
 
         print_result(push(args.out, args.push_to, token=token, private=args.private, exist_ok=args.exist_ok,
-                             gguf_types=args.gguf, gguf_repo=gguf_repo(args, args.push_to)))
+                          gguf_types=args.gguf, gguf_repo=gguf_repo(args, args.push_to)))
     return 0
+
+
+def _print_check(check, *, searched: bool, gguf: Path | None) -> None:
+    """The answer first: refusals before and after on held-out prompts, over-refusal, KL, and a verdict."""
+    r = check.results
+    n, m, tokens = r.harmful_count, r.harmless_count, r.settings["max_new_tokens"]
+    where = "the prompts the search was scored on" if searched else "prompts held out from the directions"
+    print(f"\nResult on {n} harmful and {m} harmless {where} ({tokens} new tokens, greedy), {check.seconds:.0f}s:")
+    print(f"  {'':12s} {'harmful refused':>16s} {'harmless refused':>17s} {'first-token KL':>15s}")
+    for name, scores, kl in (("original", r.results.reference, "-"),
+                             ("abliterated", r.results.model, f"{r.results.kl_divergence:.3f}")):
+        print(f"  {name:12s} {f'{scores.refusals}/{n}':>16s} {f'{scores.over_refusals}/{m}':>17s} {kl:>15s}")
+    before, after = r.results.reference.refusals, r.results.model.refusals
+    words = {"removed": f"Refusals removed: {before} -> {after} of {n}.",
+             "partly": f"Refusals only partly removed: {before} -> {after} of {n}.",
+             "barely": f"Refusals barely moved: {before} -> {after} of {n}.",
+             "damaging": f"Refusals {before} -> {after} of {n}, but at a high cost to the model.",
+             "none": f"Nothing to remove on these prompts: the original refused {before} of {n}."}
+    print(f"\n{words[check.verdict]}" + "".join(f"\n  {spell(line, flag_name)}" for line in check.advice))
+    if gguf is not None:
+        print(f"  (measured on the exact edit; {gguf.name} stores it requantized to its own types)")
 
 
 def _check_run_push(args: argparse.Namespace) -> str | None:
@@ -229,7 +262,7 @@ def _check_run_push(args: argparse.Namespace) -> str | None:
     return token
 
 
-def _print_compute_summary(artifact) -> None:
+def _print_compute_summary(artifact, max_kl: float) -> None:
     meta = artifact.metadata
     prompts = meta.prompts
     held_harmful = prompts.held_out_harmful.count if prompts.held_out_harmful else 0
@@ -246,13 +279,21 @@ def _print_compute_summary(artifact) -> None:
             print(f"{layer:5d}  {artifact.scores['refusal_probability'][layer]:12.3f}  "
                   f"{artifact.scores['kl'][layer]:6.3f}  {artifact.scores['separation'][layer]:10.3f}{mark}")
     print(f"selected layer   {meta.selected_layer:g} ({meta.selection.how})")
+    scores = artifact.scores.get("kl")
+    kls = [float(scores[layer]) for layer in meta.selection.candidates] if scores is not None else []
+    if kls and min(kls) > max_kl:
+        print(f"\nwarning: no candidate layer kept the first-token KL within --max-kl {max_kl:g} (the least was "
+              f"{min(kls):.2f}), so the least damaging one was taken: this edit changes the model a lot. Try "
+              "--optimize, other or more prompts, or --chat-template if the model has no proper one "
+              "(a base model is not a chat model)", file=sys.stderr)
 
 
-def _print_apply_summary(report, settings, seconds: float) -> None:
+def _print_apply_summary(report, settings, seconds: float | None) -> None:
     layers = report.edited_layers
     span = f"{layers[0]}..{layers[-1]}" if layers else "none"
     print(f"\nedited {report.edited_tensors} tensors in layers {span} across {report.shards} shard(s)")
     print(f"settings: {json.dumps({k: v for k, v in settings.to_dict().items() if v is not None})}")
     if report.skipped_files:
         print(f"not copied (unsafe or not needed): {', '.join(report.skipped_files)}")
-    print(f"wrote {report.output} in {seconds:.0f}s")
+    if seconds is not None:
+        print(f"wrote {report.output} in {seconds:.0f}s")

@@ -16,6 +16,16 @@ from forge_hub.errors import HubError
 from forge_hub.model.chat import DEFAULT_MAX_PROMPT_TOKENS
 from forge_hub.schema import EMBEDDING_MODES, KERNELS, AblationSettings
 
+# Library parameters whose flag is not simply their name with dashes.
+FLAGS = {"winsorize_quantile": "--winsorize", "held_out_fraction": "--held-out", "gguf_types": "--gguf",
+         "gguf_files": "--gguf-file", "folder": "DIR"}
+
+
+def flag_name(parameter: str) -> str:
+    """How the command line spells a library parameter that an error names: ``exist_ok`` -> ``--exist-ok``."""
+    return FLAGS.get(parameter) or "--" + parameter.replace("_", "-")
+
+
 MODEL_HELP = "Hub id (owner/name), local Hugging Face folder or .gguf file"
 GGUF_REPO_AUTO = "<OWNER/NAME>-GGUF"
 
