@@ -33,6 +33,7 @@ from forge_hub.outputs.checkpoint import ApplyReport, apply_to_checkpoint, docum
 from forge_hub.outputs.staging import check_output, staged_output
 from forge_hub.prompts.choice import PromptLists
 from forge_hub.prompts.sources import prompts_hash, split_held_out
+from forge_hub.provenance import source_commit
 from forge_hub.schema import (
     ARTIFACT_FILES,
     AblationSettings,
@@ -109,7 +110,7 @@ def compute(model: torch.nn.Module, tokenizer: object, source: ModelSource, prom
         prompts=PromptProvenance(harmful=_prompt_set(harm_dir, prompts.harmful_source),
                                  harmless=_prompt_set(safe_dir, prompts.harmless_source),
                                  held_out_harmful=_prompt_set(harm_held), held_out_harmless=_prompt_set(safe_held)),
-        forge_hub_version=__version__)
+        forge_hub_version=__version__, forge_hub_commit=source_commit())
     artifact = RefusalDirections(harm_stats.mean, safe_stats.mean, directions, subspaces, metadata=metadata)
     artifact.scores["separation"] = artifact.separation()
     if measure:

@@ -241,6 +241,7 @@ class DirectionMetadata(JsonRecord):
     apply_settings: AblationSettings = field(default_factory=AblationSettings)
     search: SearchRecord | None = None
     forge_hub_version: str | None = None
+    forge_hub_commit: str | None = None  # when it ran from a git checkout (``-dirty``: with local changes)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DirectionMetadata:

@@ -137,21 +137,25 @@ def test_dataset_default_is_documented_and_follows_the_environment(monkeypatch, 
 
 
 def test_default_compute_reads_the_shipped_lists_and_says_so(tmp_path, capsys):
-    """No prompt flags, offline: the lists inside the package, no Hub lookup, provenance as read."""
+    """No prompt flags, offline: the lists inside the package (their train part), no Hub lookup,
+    provenance as read."""
     from forge_hub.prompts.choice import DEFAULT_SAMPLE, DEFAULT_SOURCES
     from forge_hub.prompts.sources import load_prompts, prompts_hash, split_held_out
 
     model = save_model(make_model("llama"), tmp_path / "tiny")
     assert main(["compute", str(model), "--out", str(tmp_path / "dirs"), "--layer", "2"]) == 0
     err = capsys.readouterr().err
-    assert "prompts: 512 harmful (builtin:advbench), 512 harmless (builtin:alpaca)" in err
+    train = {side: [p for p in load_prompts(DEFAULT_SOURCES[side]) if split_of(p) == "train"]
+             for side in ("harmful", "harmless")}
+    read = {side: load_prompts(part, limit=DEFAULT_SAMPLE, seed=0) for side, part in train.items()}
+    assert len(read["harmful"]) == len(train["harmful"]) < DEFAULT_SAMPLE == len(read["harmless"])  # 520 AdvBench
+    assert (f"prompts: {len(read['harmful'])} harmful (builtin:advbench train), {DEFAULT_SAMPLE} harmless "
+            "(builtin:alpaca train)") in err
     assert "unavailable" not in err and "Hub" not in err  # nothing was looked up
     prompts = RefusalDirections.load(tmp_path / "dirs").metadata.prompts
     for side, recorded in (("harmful", prompts.harmful), ("harmless", prompts.harmless)):
-        assert recorded.source == DEFAULT_SOURCES[side]
-        read = load_prompts(DEFAULT_SOURCES[side], limit=DEFAULT_SAMPLE, seed=0)
-        assert recorded.count == DEFAULT_SAMPLE and recorded.hash == prompts_hash(split_held_out(read, 0.0, 0)[0])
-    assert {p for p in builtin_prompts("advbench")} >= set(load_prompts("builtin:advbench", limit=512))
+        assert recorded.source == f"{DEFAULT_SOURCES[side]} train"
+        assert recorded.hash == prompts_hash(split_held_out(read[side], 0.0, 0)[0])
 
 
 def test_sources_need_a_dataset_to_pick_from(tmp_path, capsys):

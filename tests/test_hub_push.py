@@ -23,6 +23,7 @@ from forge_hub.cli import flag_name, main
 from forge_hub.errors import HubError
 from forge_hub.hub.push import push_model
 from forge_hub.outputs.staging import OUTPUT_MARKER
+from forge_hub.provenance import source_wheel
 from forge_hub.schema import load_toml
 from forge_hub.units import human_size
 
@@ -58,6 +59,8 @@ def expected_files(folder: Path, results: Path) -> dict[str, bytes]:
     kept = [p for p in folder.iterdir() if p.name != OUTPUT_MARKER]  # forge-hub's own marker stays home
     assert "README.md" not in [p.name for p in kept]  # the card is written by the push
     files = {p.name: p.read_bytes() for p in kept} | {"evaluation.json": results.read_bytes()}
+    wheel = source_wheel()  # the forge-hub that made the model travels with it (running from a checkout)
+    files |= {wheel.name: wheel.read_bytes()} if wheel else {}
     return {name: public_json(data) if name.endswith(".json") and name in PATH_FREE else data
             for name, data in files.items()}
 
@@ -93,10 +96,14 @@ def test_push_uploads_the_model_card_results_and_artifact(made, hub, capfd):
     assert source_paths and not any(p in data for p in source_paths for data in sent.values())
     assert json.loads(sent["evaluation.json"])["model"] == "abliterated"  # was the output folder's full path
     assert sorted(commit.paths) == sorted(set(commit.paths))  # each path once
-    assert sorted(commit.lfs) == ["model.safetensors", "refusal.safetensors"]  # through the LFS batch API + PUT
+    assert sorted(commit.lfs) == sorted(["model.safetensors", "refusal.safetensors", source_wheel().name])  # LFS + PUT
     assert {(oid, size) for oid, size, done in hub.puts if done} == {
         (hashlib.sha256(sent[p]).hexdigest(), len(sent[p])) for p in commit.lfs}
     assert readme.decode() == result.card
+    wheel = source_wheel()
+    assert wheel is not None  # the tests run from a checkout
+    assert f"pip install {hub.url.replace(hub.url, 'https://huggingface.co')}/{REPO}/resolve/main/{wheel.name}" \
+        in readme.decode()
 
     meta = json.loads((folder / "refusal.json").read_text())
     data = json.loads(results.read_text())
@@ -206,7 +213,8 @@ def test_interrupted_commit_completes_on_a_second_push(made, hub):
     hub.drop["commit"] = 1  # the connection goes after the commit is sent, before the Hub applies it
     with pytest.raises(HubError, match="interrupted") as info:
         push_model(folder, REPO, token=TOKEN, results=results, progress=False)
-    assert "--exist-ok" in info.value.render(flag_name)[1] and hub.commits == [] and len(hub.lfs_objects) == 2
+    assert "--exist-ok" in info.value.render(flag_name)[1] and hub.commits == []
+    assert len(hub.lfs_objects) == 3  # the weights, the direction, the wheel
     uploads = len(hub.puts)
 
     again = push_model(folder, REPO, token=TOKEN, results=results, exist_ok=True, progress=False)
@@ -381,8 +389,8 @@ def test_compute_records_the_prompt_dataset_it_read(tmp_path, monkeypatch):
     model = save_model(make_model("llama"), tmp_path / "tiny")
     assert main(["compute", str(model), "--out", str(tmp_path / "dirs"), "--layer", "2"]) == 0
     prompts = json.loads((tmp_path / "dirs" / "refusal.json").read_text())["prompts"]
-    assert prompts["harmful"]["source"] == "builtin:advbench"
-    assert prompts["harmless"]["source"] == "builtin:alpaca"
+    assert prompts["harmful"]["source"] == "builtin:advbench train"
+    assert prompts["harmless"]["source"] == "builtin:alpaca train"
 
 
 def test_an_unreachable_hub_is_reported_as_such_not_as_an_interrupted_push(made, monkeypatch, capsys):

@@ -22,8 +22,7 @@ from forge_hub.evaluation.compare import EvaluationSettings, evaluate_models
 from forge_hub.model.chat import chat_answer
 from forge_hub.model.loading import load_model
 from forge_hub.pipeline import ComputeOptions, apply, compute
-from forge_hub.prompts.choice import PromptLists
-from forge_hub.prompts.dataset import default_dataset, load_side
+from forge_hub.prompts.choice import PromptChoice, PromptLists, load_prompt_lists
 from forge_hub.prompts.sources import prompts_hash
 
 gradio = pytest.importorskip("gradio")
@@ -124,8 +123,8 @@ def test_the_whole_flow_matches_the_pipeline(app, tiny_dir, tmp_path):
     summary, plot, table, files, front = run_compute(client, str(tiny_dir))
     assert front["visible"] is False and front["value"] is None and "Search" not in summary  # no search asked for
     artifact = downloaded_artifact(files, tmp_path / "directions")
-    harmful, harmless = (load_side(side, dataset=None, split="train", n=N_PROMPTS, seed=0)
-                         for side in ("harmful", "harmless"))
+    shipped = load_prompt_lists(PromptChoice(split="train", n_prompts=N_PROMPTS))  # no dataset named
+    harmful, harmless = shipped.harmful, shipped.harmless
     model, tok, src = load_model(str(tiny_dir))
     expected = compute(model, tok, src, PromptLists(harmful, harmless), options=ComputeOptions(), progress=False)
     assert artifact.metadata.to_dict()["model"] == str(tiny_dir.resolve())
@@ -162,8 +161,8 @@ def test_the_whole_flow_matches_the_pipeline(app, tiny_dir, tmp_path):
     summary, metrics, samples, result_files = client.predict(N_EVAL, EVAL_TOKENS, api_name="/evaluate")
     results = json.loads(Path(next(f for f in result_files if f.endswith(".json"))).read_text())
     assert Path(next(f for f in result_files if f.endswith(".md"))).read_text().startswith("| |")
-    test_harmful, test_harmless = (load_side(side, dataset=None, split="test", n=N_EVAL, seed=0)
-                                   for side in ("harmful", "harmless"))
+    tested = load_prompt_lists(PromptChoice(split="test", n_prompts=N_EVAL))
+    test_harmful, test_harmless = tested.harmful, tested.harmless
     assert results["prompts"]["harmful"]["hash"] == prompts_hash(test_harmful)
     assert results["prompts"]["harmless"]["hash"] == prompts_hash(test_harmless)
     assert not set(test_harmful) & set(harmful)  # never the prompts the direction came from
@@ -430,12 +429,10 @@ def test_push_uses_the_visitors_token_and_namespace(app, tiny_dir, tmp_path, fak
     card = repo.files["README.md"].decode()
     assert card.startswith("---\n") and "abliterat" in card.lower()
     # the direction's prompts are named on the Hub as the Space read them (the compute step records them)
-    pushed_meta = json.loads(repo.files["refusal.json"])
-    dataset = default_dataset()
-    assert pushed_meta["prompts"]["harmful"]["source"] == f"{dataset} harmful/train"
-    assert pushed_meta["prompts"]["harmless"]["source"] == f"{dataset} harmless/train"
-    assert "not recorded" not in card \
-        and f"[{dataset}](https://huggingface.co/datasets/{dataset}) (harmful/train)" in card
+    pushed_meta = json.loads(repo.files["refusal.json"])  # no dataset named: the lists forge-hub ships
+    assert pushed_meta["prompts"]["harmful"]["source"] == "builtin:advbench train"
+    assert pushed_meta["prompts"]["harmless"]["source"] == "builtin:alpaca train"
+    assert "not recorded" not in card and "AdvBench](https://github.com/llm-attacks/llm-attacks) harmful" in card
     chosen = json.loads((workspace / "directions" / "refusal.json").read_text())["selected_layer"]
     r = pushed_results["results"]
     assert commit.message.startswith(f"Abliterated tiny-llama (projected, layer {chosen:g}) with forge-hub")
@@ -588,8 +585,8 @@ def test_gpu_jobs_and_their_results_survive_pickling(app, tiny_dir, tmp_path):
     from forge_hub.model.loading import resolve_source
     from forge_hub.webapp.jobs import ChatJob, ComputeJob, EvaluateJob
 
-    harmful = load_side("harmful", dataset=None, split="train", n=4, seed=0)
-    harmless = load_side("harmless", dataset=None, split="train", n=4, seed=0)
+    shipped = load_prompt_lists(PromptChoice(split="train", n_prompts=4))
+    harmful, harmless = shipped.harmful, shipped.harmless
     compute_job = ComputeJob(str(tiny_dir), resolve_source(str(tiny_dir)), PromptLists(harmful, harmless, "a", "b"),
                              str(tmp_path / "directions"), ComputeOptions(), 30)
     copy = pickle.loads(pickle.dumps(compute_job))

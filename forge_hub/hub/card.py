@@ -31,7 +31,7 @@ import yaml
 from forge_hub import __version__
 from forge_hub.errors import GGUFTypeError, HubError, SettingsError
 from forge_hub.hub.common import repo_id_problem
-from forge_hub.schema import RESULTS_FILE, RESULTS_SCHEMA, DirectionMetadata, EvaluationResults, PromptSet
+from forge_hub.schema import CONFIG_FILE, RESULTS_FILE, RESULTS_SCHEMA, DirectionMetadata, EvaluationResults, PromptSet
 from forge_hub.units import human_size
 
 TAGS = ("abliterated", "uncensored", "forge-hub", "not-for-all-audience")
@@ -161,7 +161,9 @@ def display_source(source: str | None, count: int | None = None) -> str:
     if not source:
         return "not recorded"
     if source.startswith("builtin:"):
-        return SHIPPED_LISTS.get(source, f"forge-hub's built-in {source.split(':', 1)[1]} list")
+        name, _, split = source.partition(" ")
+        shown = SHIPPED_LISTS.get(name, f"forge-hub's built-in {name.split(':', 1)[1]} list")
+        return shown + (f" ({split} split)" if split else "")
     if dataset_of(source):
         ident, config, split = dataset_of(source)
         where = "/".join(p for p in (config, split) if p)
@@ -223,7 +225,8 @@ def load_results(path: str | Path) -> EvaluationResults:
 
 def build_model_card(folder: Path, repo_id: str, *, results: EvaluationResults | None = None,
                      licence: Licence | None = None, base_model: str | None = None, gguf: Sequence[GGUFVariant] = (),
-                     gguf_repo: str | None = None, files: Sequence[tuple[str, int]] = ()) -> Any:
+                     gguf_repo: str | None = None, files: Sequence[tuple[str, int]] = (),
+                     wheel: str | None = None) -> Any:
     """The card of the abliterated model in ``folder``, to be pushed to ``repo_id``.
 
     ``gguf`` lists GGUF files in this repo, or in ``gguf_repo`` when that is given; ``files`` are
@@ -254,6 +257,7 @@ def build_model_card(folder: Path, repo_id: str, *, results: EvaluationResults |
         "base_ref": base or "ORIGINAL", "files": [(p, human_size(s)) for p, s in files],
         "gguf_rows": [(g.name, g.type, human_size(g.size)) for g in gguf], "gguf_repo": gguf_repo,
         "reproduce": _reproduce(meta, base, revision, repo_id), "licence_text": _licence_text(licence, base),
+        "install": _install(meta, repo_id, wheel), "has_settings": any(path == CONFIG_FILE for path, _ in files),
     }
     return ModelCard.from_template(data, template_str=_template("model_card.md"), **context)
 
@@ -440,6 +444,16 @@ def _edits_embeddings(folder: Path) -> bool:
     except (OSError, ValueError):
         return False
     return any("embed" in name for name in edited)
+
+
+def _install(meta: DirectionMetadata | None, repo_id: str, wheel: str | None) -> str:
+    """How to get the forge-hub that made this model: its own wheel in this repo when one was pushed."""
+    version = (meta.forge_hub_version if meta is not None else None) or __version__
+    commit = meta.forge_hub_commit if meta is not None else None
+    made = f"# made with forge-hub {version}" + (f", commit {commit}" if commit else "")
+    if wheel:
+        return f"{made}; this repo holds that code as a wheel:\npip install https://huggingface.co/{repo_id}/resolve/main/{wheel}"
+    return f"{made}:\npip install 'forge-hub=={version}'"
 
 
 def _reproduce(meta: DirectionMetadata | None, base: str | None, revision: str | None, repo_id: str) -> str:

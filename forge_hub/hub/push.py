@@ -46,6 +46,7 @@ from forge_hub.hub.card import (
 )
 from forge_hub.hub.common import check_online, check_repo_id, create_repo, hub_errors, require_token
 from forge_hub.model.files import INDEX_FILE, weight_shards
+from forge_hub.provenance import source_wheel
 from forge_hub.schema import (
     ARTIFACT_FILES,
     CONFIG_FILE,
@@ -198,12 +199,13 @@ def plan_push(folder: Path, repo_id: str, *, gguf_files: Sequence[Path] = (), gg
 def _stage(plan: PushPlan, tmp: Path, licence: Licence, dry_run: bool) -> PushResult:
     """The exact upload folder(s) under ``tmp/model`` (and ``tmp/gguf``), cards checked offline."""
     main_dir, gguf_dir = tmp / "model", tmp / "gguf"
-    staged = stage_model(main_dir, plan.files, plan.results_path if plan.results else None,
+    wheel = source_wheel()  # the exact code that made the model, installable from the repo itself
+    staged = stage_model(main_dir, plan.files + ([wheel] if wheel else []), plan.results_path if plan.results else None,
                          [] if plan.gguf_repo else plan.gguf,
                          local_names={plan.meta.model if plan.meta else None: plan.base})
     card = build_model_card(plan.folder, plan.repo_id, results=plan.results, licence=licence,
                             base_model=plan.base_model, gguf=plan.gguf, gguf_repo=plan.gguf_repo,
-                            files=_card_files(staged))
+                            files=_card_files(staged), wheel=wheel.name if wheel else None)
     check_card(card, plan.results)
     card.save(main_dir / "README.md")
     result = PushResult(plan.repo_id, None, _listing(main_dir), None, card=str(card), notes=plan.notes,

@@ -80,7 +80,11 @@ def load_prompt_lists(choice: PromptChoice) -> PromptLists:
             lists[side] = load_side(side, dataset=dataset, split=choice.split, n=n, seed=choice.seed,
                                     sources=choice.sources)
             origins[side] = f"{dataset} {side}/{choice.split}"
-        else:
-            lists[side] = load_prompts(DEFAULT_SOURCES[side], limit=n, seed=choice.seed)
-            origins[side] = DEFAULT_SOURCES[side]
+        else:  # the shipped lists, split by a hash of each prompt as the prompt dataset is: the test part
+            # is never read for directions
+            from datasets_builders.forge_prompts import split_of
+
+            part = [p for p in load_prompts(DEFAULT_SOURCES[side]) if split_of(p) == choice.split]
+            lists[side] = load_prompts(part, limit=n, seed=choice.seed)
+            origins[side] = f"{DEFAULT_SOURCES[side]} {choice.split}"
     return PromptLists(lists["harmful"], lists["harmless"], origins["harmful"], origins["harmless"])
