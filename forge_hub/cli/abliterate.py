@@ -33,13 +33,18 @@ from forge_hub.errors import HubError, spell
 EPILOG = "Models: a Hub id (owner/name), a local Hugging Face folder, or a .gguf file."
 
 
+def _add_direction_options(p: argparse.ArgumentParser) -> None:
+    """What compute and run share: the model, the prompts, how the directions are measured and applied."""
+    add_model_options(p, quantization=True)
+    add_prompt_options(p, split="train", purpose="for the directions")
+    add_generation_options(p)
+    add_compute_options(p)
+    add_settings_options(p)
+
+
 def add_abliterate_parsers(sub: argparse._SubParsersAction) -> None:
     compute = sub.add_parser("compute", help="compute refusal directions and choose a layer", epilog=EPILOG)
-    add_model_options(compute, quantization=True)
-    add_prompt_options(compute, split="train", purpose="for the directions")
-    add_generation_options(compute)
-    add_compute_options(compute)
-    add_settings_options(compute)
+    _add_direction_options(compute)
     add_output_options(compute, "folder for refusal.safetensors + refusal.json")
     compute.set_defaults(handler=_cmd_compute)
 
@@ -57,11 +62,7 @@ def add_abliterate_parsers(sub: argparse._SubParsersAction) -> None:
     apply.set_defaults(handler=_cmd_apply)
 
     run = sub.add_parser("run", help="compute, then apply, in one go", epilog=EPILOG)
-    add_model_options(run, quantization=True)
-    add_prompt_options(run, split="train", purpose="for the directions")
-    add_generation_options(run)
-    add_compute_options(run)
-    add_settings_options(run)
+    _add_direction_options(run)
     add_output_options(run, "output folder for the abliterated model")
     add_gguf_output_option(run)
     _add_search_options(run)
