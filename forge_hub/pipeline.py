@@ -21,9 +21,17 @@ from forge_hub import __version__
 from forge_hub.abliterate.architecture import Architecture
 from forge_hub.abliterate.directions import RefusalDirections, compute_directions
 from forge_hub.abliterate.live import abliterate_model
-from forge_hub.abliterate.search import SearchOptions, finished_trials, pick_trial, run_search, trial_choice
+from forge_hub.abliterate.search import (
+    SearchOptions,
+    finished_trials,
+    open_search,
+    pick_trial,
+    run_search,
+    trial_choice,
+)
 from forge_hub.abliterate.selection import LayerScores, default_candidates, score_layers
-from forge_hub.errors import ModelLoadError, SettingsError
+from forge_hub.abliterate.study import StudyLocation
+from forge_hub.errors import SettingsError
 from forge_hub.evaluation.compare import EvaluationSettings, evaluate_models, measure, results_record
 from forge_hub.hub.push import PushResult
 from forge_hub.model.activations import collect_residuals
@@ -143,25 +151,16 @@ class SearchOutcome:
 
 def optimize(model: torch.nn.Module, tokenizer: object, source: ModelSource, prompts: PromptLists, *,
              options: ComputeOptions, search: SearchOptions, eval_harmful: list[str] | None = None,
-             eval_harmless: list[str] | None = None, pick: int | None = None,
-             progress: bool = True) -> SearchOutcome:
-    """Compute (or reuse) the directions, run or resume the search, and return the artifact
-    carrying the picked trial's method and settings, with the study.
+             eval_harmless: list[str] | None = None, pick: int | None = None, worker: bool = False,
+             progress: bool = True) -> SearchOutcome | None:
+    """Create or join the study, add trials until it holds ``search.trials`` finished ones, and
+    return the artifact carrying the picked trial's method and settings, with the study.
 
     Trials are scored on ``eval_harmful`` / ``eval_harmless`` when given, else on the prompts
-    held out from the directions. The directions are cached beside the study file, so a resumed
-    search searches the same directions.
+    held out from the directions. The directions are computed by the process that creates the
+    study and stored in it, so every process (a resumed run, a ``worker``) searches the same
+    ones. A ``worker`` only adds trials: it returns None once the study is full, picking nothing.
     """
-    cache = search.storage.with_suffix(".directions")
-    if (cache / "refusal.safetensors").exists():
-        artifact = RefusalDirections.load(cache)
-        if artifact.metadata.model != source.id:
-            raise ModelLoadError(f"study {search.storage} belongs to {artifact.metadata.model}, not {source.id}",
-                                 "use another {study} file for this model", input="study")
-        log.info("reusing directions from %s", cache)
-    else:
-        artifact = compute(model, tokenizer, source, prompts, options=options, progress=progress)
-        artifact.save(cache)
     if eval_harmful is not None or eval_harmless is not None:
         check_prompt_lengths(tokenizer, [*(eval_harmful or []), *(eval_harmless or [])],
                              max_tokens=options.max_prompt_tokens, system_prompt=options.system_prompt,
@@ -170,15 +169,22 @@ def optimize(model: torch.nn.Module, tokenizer: object, source: ModelSource, pro
         fraction = options.held_out_fraction or 0.25
         eval_harmful = eval_harmful or split_held_out(prompts.harmful, fraction, options.seed)[1]
         eval_harmless = eval_harmless or split_held_out(prompts.harmless, fraction, options.seed)[1]
-    study = run_search(model, tokenizer, artifact, eval_harmful, eval_harmless, search, progress=progress)
+    def directions() -> RefusalDirections:  # only when this process creates the study
+        return compute(model, tokenizer, source, prompts, options=options, progress=progress)
+
+    study, artifact = open_search(search, source.id, eval_harmful, eval_harmless, directions)
+    artifact.check_fits(Architecture.from_config(model.config))
+    study = run_search(model, tokenizer, artifact, eval_harmful, eval_harmless, search, study=study, progress=progress)
+    if worker:
+        return None
     chosen, rule = pick_trial(study, len(eval_harmful), max_kl=search.pick_max_kl, number=pick)
     method, settings = trial_choice(chosen)
     result = artifact.with_method(method)
     result.metadata = result.metadata.replace(
         prompts=artifact.metadata.prompts.with_sources(prompts.harmful_source, prompts.harmless_source),
         apply_settings=settings,
-        search=SearchRecord(study=str(search.storage.resolve()), study_name=search.study_name, trial=chosen.number,
-                            refusals=chosen.values[0], kl=chosen.values[1],
+        search=SearchRecord(study=StudyLocation.parse(search.storage).describe(), study_name=search.study_name,
+                            trial=chosen.number, refusals=chosen.values[0], kl=chosen.values[1],
                             eval_prompts={"harmful": _prompt_set(eval_harmful), "harmless": _prompt_set(eval_harmless)},
                             max_new_tokens=search.max_new_tokens, trials=len(finished_trials(study)), pick=rule))
     return SearchOutcome(result, study, chosen)

@@ -10,6 +10,7 @@ from helpers.tiny import make_model, save_model
 from safetensors.torch import load_file
 
 from forge_hub.abliterate.directions import RefusalDirections
+from forge_hub.abliterate.study import load_directions
 from forge_hub.cli import main
 
 
@@ -26,9 +27,11 @@ def test_optimize_resume_pick_and_reproduce(tmp_path, prompt_files, capsys):
     assert run_cli(*common, "--trials", "3", "--out", tmp_path / "a") == 0
     out = capsys.readouterr().out
     assert "Pareto front" in out and "(picked)" in out
-    assert (tmp_path / "study.pareto.png").exists() and (tmp_path / "study.directions" / "refusal.json").exists()
-    trials = optuna.load_study(study_name="forge-hub", storage=f"sqlite:///{study}").trials
-    assert len(trials) == 3
+    assert (tmp_path / "study.pareto.png").exists()
+    stored = optuna.load_study(study_name="forge-hub", storage=f"sqlite:///{study}")
+    assert len(stored.trials) == 3
+    # the study carries the directions it searched, the ones written out with the model
+    assert torch.equal(load_directions(stored).harmful_mean, RefusalDirections.load(tmp_path / "a").harmful_mean)
 
     # resume to 4 trials and pick trial 2 explicitly
     assert run_cli(*common, "--trials", "4", "--pick", "2", "--out", tmp_path / "b") == 0

@@ -13,28 +13,36 @@ from contextlib import contextmanager
 import torch
 
 from forge_hub.abliterate.ablation import project_out, project_out_activations
-from forge_hub.abliterate.architecture import Architecture, tensor_shapes
+from forge_hub.abliterate.architecture import Architecture
 from forge_hub.abliterate.directions import RefusalDirections
 from forge_hub.abliterate.plan import EditPlan, build_plan
+from forge_hub.errors import SettingsError
+from forge_hub.model.weights import ModelWeights
 from forge_hub.schema import AblationSettings
 
 
-def plan_for_model(model: torch.nn.Module, artifact: RefusalDirections, settings: AblationSettings) -> EditPlan:
+def plan_for_model(model: torch.nn.Module, artifact: RefusalDirections, settings: AblationSettings,
+                   weights: ModelWeights | None = None) -> EditPlan:
+    weights = weights or ModelWeights(model)
     arch = Architecture.from_config(model.config)
-    params = dict(model.named_parameters())
-    return build_plan(arch, tensor_shapes(params.items()), artifact, settings, lambda name: params[name].detach())
+    return build_plan(arch, weights.shapes(), artifact, settings, weights.read)
 
 
 @torch.no_grad()
-def apply_plan(model: torch.nn.Module, plan: EditPlan) -> int:
-    """Edit the model's weights in place; returns the number of tensors edited."""
-    params = dict(model.named_parameters())
+def apply_plan(model: torch.nn.Module, plan: EditPlan, weights: ModelWeights | None = None) -> int:
+    """Edit the model's weights in place, wherever they live; returns the number of tensors edited."""
+    weights = weights or ModelWeights(model)
     if plan.untie_embeddings is not None:
+        if weights.offloaded:
+            raise SettingsError("this model ties its output head to its embeddings, and untying them is not "
+                                "possible while its weights are offloaded",
+                                "keep the embeddings unedited ({embeddings} keep), or load it without --max-memory",
+                                input="embeddings")
         _untie_output_head(model)
+        weights = ModelWeights(model)
     for name, edit in plan.edits.items():
-        p = params[name]
-        p.copy_(project_out(p.data, edit.directions, residual_axis=edit.writer.residual_axis, strength=edit.strength,
-                            norm_preserving=plan.norm_preserving))
+        weights.write(name, project_out(weights.read(name), edit.directions, residual_axis=edit.writer.residual_axis,
+                                        strength=edit.strength, norm_preserving=plan.norm_preserving))
     return len(plan.edits)
 
 

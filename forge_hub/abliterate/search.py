@@ -8,12 +8,16 @@ width, floor). The first trial is the measured default, so the search can only i
 Trials are cheap: one model stays loaded, each trial's edit is written into its weights in place
 and undone from a saved copy of the residual writers before the next; KL costs one forward pass
 on the harmless prompts, and refusal counting stops early once a trial is already dominated
-(more refusals than a finished trial with no larger KL). The study lives in an SQLite file, so
-an interrupted run resumes where it stopped.
+(more refusals than a finished trial with no larger KL). The study lives in an Optuna storage
+(:mod:`forge_hub.abliterate.study`): an interrupted run resumes where it stopped, and several
+processes or machines can add trials to one study until it holds ``trials`` finished ones.
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,21 +30,25 @@ from tqdm.auto import tqdm
 from forge_hub.abliterate.architecture import ATTN, MLP
 from forge_hub.abliterate.directions import RefusalDirections
 from forge_hub.abliterate.live import apply_plan, plan_for_model
+from forge_hub.abliterate.study import StudyLocation, is_surplus, join_study, trial_counts
 from forge_hub.errors import SettingsError
 from forge_hub.evaluation.generation import first_token_logprobs, generate, kl_divergence
 from forge_hub.evaluation.refusals import REFUSAL_MARKERS, is_refusal
+from forge_hub.model.weights import ModelWeights
 from forge_hub.schema import AblationSettings
 
 OBJECTIVES = ("refusals", "kl")
 SEARCH_METHODS = ("projected", "mean_diff")
 DEFAULT_PICK_MAX_KL = 0.2
+PROCESS = f"{socket.gethostname()}:{os.getpid()}"  # which worker scored a trial
 
 
 @dataclass
 class SearchOptions:
     trials: int = 40
-    storage: Path = Path("forge-hub-study.db")
+    storage: str | Path = Path("forge-hub-study.db")  # SQLite file, *.journal file or database URL
     study_name: str = "forge-hub"
+    heartbeat: int = 60  # seconds between a trial's signs of life; silent for two, it is re-run
     max_new_tokens: int = 24
     batch_size: int = 32
     seed: int = 0
@@ -57,24 +65,19 @@ class TrialEvaluator:
                  options: SearchOptions) -> None:
         self.model, self.tokenizer, self.options = model, tokenizer, options
         self.harmful, self.harmless = list(harmful), list(harmless)
-        self.params = dict(model.named_parameters())
-        self.originals: dict[str, torch.Tensor] = {}
+        self.weights = ModelWeights(model)
         self.reference = first_token_logprobs(model, tokenizer, self.harmless, batch_size=options.batch_size,
                                               system_prompt=options.system_prompt)
 
-    @torch.no_grad()
     def restore(self) -> None:
-        for name, original in self.originals.items():
-            self.params[name].copy_(original)
+        self.weights.restore()
 
-    @torch.no_grad()
     def edit(self, artifact: RefusalDirections, settings: AblationSettings) -> None:
         self.restore()
-        plan = plan_for_model(self.model, artifact, settings)
+        plan = plan_for_model(self.model, artifact, settings, self.weights)
         for name in plan.edits:
-            if name not in self.originals:
-                self.originals[name] = self.params[name].detach().clone()
-        apply_plan(self.model, plan)
+            self.weights.remember(name)
+        apply_plan(self.model, plan, self.weights)
 
     def __call__(self, artifact: RefusalDirections, settings: AblationSettings,
                  bound_for_kl: Callable[[float], float | None] = lambda kl: None) -> tuple[float, float, bool]:
@@ -127,46 +130,89 @@ def default_trial_params(artifact: RefusalDirections) -> dict[str, object]:
     return params
 
 
-def run_search(model: torch.nn.Module, tokenizer: object, artifact: RefusalDirections, harmful: Sequence[str],
-               harmless: Sequence[str], options: SearchOptions, *, progress: bool = True) -> optuna.Study:
-    """Run (or resume) the study until it holds ``options.trials`` finished trials."""
+def search_setup(model_name: str, harmful: Sequence[str], harmless: Sequence[str], options: SearchOptions,
+                 methods: Sequence[str]) -> dict[str, object]:
+    """What makes two processes' trials comparable (stored in the study, checked on joining)."""
+    return {"model": Path(model_name).name, "harmful prompts": list(harmful), "harmless prompts": list(harmless),
+            "search tokens": options.max_new_tokens, "refusal markers": list(options.markers),
+            "methods": list(methods), "system prompt": options.system_prompt}
+
+
+def open_search(options: SearchOptions, model_name: str, harmful: Sequence[str], harmless: Sequence[str],
+                directions: Callable[[], RefusalDirections]) -> tuple[optuna.Study, RefusalDirections]:
+    """Create or join the study; ``directions`` is called only when this process creates it."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    methods = tuple(m for m in options.methods if m in SEARCH_METHODS) or ("projected",)
-    options.storage.parent.mkdir(parents=True, exist_ok=True)
-    study = optuna.create_study(
-        study_name=options.study_name, storage=f"sqlite:///{options.storage}", load_if_exists=True,
-        directions=["minimize", "minimize"],
-        sampler=optuna.samplers.TPESampler(seed=options.seed, multivariate=True, n_startup_trials=10),
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(list(OBJECTIVES))
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    remaining = options.trials - len(done)
-    if remaining <= 0:
-        return study
-    if not study.trials:
-        default = default_trial_params(artifact)
-        if default["method"] not in methods:
-            default["method"] = methods[0]
-        study.enqueue_trial(default)
-    evaluator = TrialEvaluator(model, tokenizer, harmful, harmless, options)
+    methods = search_methods(options)
+
+    def first_trial(artifact: RefusalDirections) -> dict[str, object]:
+        params = default_trial_params(artifact)
+        if params["method"] not in methods:
+            params["method"] = methods[0]
+        return params
+
+    return join_study(StudyLocation.parse(options.storage), options.study_name, heartbeat=options.heartbeat,
+                      setup=search_setup(model_name, harmful, harmless, options, methods), directions=directions,
+                      first_trial=first_trial, seed=options.seed,
+                      sampler=lambda seed: optuna.samplers.TPESampler(seed=seed, multivariate=True,
+                                                                      n_startup_trials=10))
+
+
+def search_methods(options: SearchOptions) -> tuple[str, ...]:
+    return tuple(m for m in options.methods if m in SEARCH_METHODS) or ("projected",)
+
+
+def run_search(model: torch.nn.Module, tokenizer: object, artifact: RefusalDirections, harmful: Sequence[str],
+               harmless: Sequence[str], options: SearchOptions, *, study: optuna.Study | None = None,
+               progress: bool = True, poll_seconds: float = 2.0) -> optuna.Study:
+    """Add trials until the study holds ``options.trials`` finished ones, then return it.
+
+    Other processes may be adding trials to the same study: this one starts a trial only while
+    the finished and running ones leave room, and otherwise waits for theirs (re-running any
+    whose process died). ``study`` is the one :func:`open_search` returned, with ``artifact`` its
+    directions; without it the study is opened here with ``artifact`` as the directions."""
+    if study is None:
+        study, artifact = open_search(options, artifact.metadata.model or "", harmful, harmless, lambda: artifact)
+    methods = search_methods(options)
     variants = {m: artifact.with_method(m) for m in methods}
-    bar = tqdm(total=remaining, desc="search", unit="trial", disable=not progress)
+    evaluator: TrialEvaluator | None = None
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
+        if is_surplus(study, trial, options.trials):
+            trial.set_user_attr("surplus", True)  # pruned, not failed: nothing went wrong
+            raise optuna.TrialPruned
         method, settings = suggest_settings(trial, artifact.num_layers, methods)
+        started = time.monotonic()
         refusals, kl, complete = evaluator(variants[method], settings, lambda kl: _refusal_bound(study, kl))
         trial.set_user_attr("settings", settings.to_dict())
         trial.set_user_attr("complete", complete)
-        bar.update(1)
+        trial.set_user_attr("seconds", round(time.monotonic() - started, 2))
+        trial.set_user_attr("process", PROCESS)
         bar.set_postfix(refusals=f"{refusals:.0f}", kl=f"{kl:.3f}")
         return refusals, kl
 
+    counts = trial_counts(study)
+    bar = tqdm(total=options.trials, initial=min(counts.complete, options.trials), desc="search", unit="trial",
+               disable=not progress)
     try:
-        study.optimize(objective, n_trials=remaining, gc_after_trial=False)
+        while True:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)  # a dead worker's trial is failed and queued again
+            counts = trial_counts(study)
+            bar.n = min(counts.complete, options.trials)
+            bar.refresh()
+            if counts.complete >= options.trials:
+                break
+            if counts.waiting or counts.complete + counts.running < options.trials:
+                if evaluator is None:  # the reference pass, only once there is a trial to score
+                    evaluator = TrialEvaluator(model, tokenizer, harmful, harmless, options)
+                study.optimize(objective, n_trials=1, gc_after_trial=False)
+            else:
+                bar.set_postfix_str(f"waiting for {counts.running} trial(s) running elsewhere")
+                time.sleep(poll_seconds)
     finally:
-        evaluator.restore()
+        if evaluator is not None:
+            evaluator.restore()
         bar.close()
     return study
 

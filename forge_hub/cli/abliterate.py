@@ -28,7 +28,7 @@ from forge_hub.cli.options import (
     settings_from,
     token_from,
 )
-from forge_hub.errors import HubError, spell
+from forge_hub.errors import HubError, SettingsError, spell
 
 EPILOG = "Models: a Hub id (owner/name), a local Hugging Face folder, or a .gguf file."
 
@@ -63,7 +63,7 @@ def add_abliterate_parsers(sub: argparse._SubParsersAction) -> None:
 
     run = sub.add_parser("run", help="compute, then apply, in one go", epilog=EPILOG)
     _add_direction_options(run)
-    add_output_options(run, "output folder for the abliterated model")
+    add_output_options(run, "output folder for the abliterated model (not with --worker)", required=False)
     add_gguf_output_option(run)
     _add_search_options(run)
     g = run.add_argument_group("the run's check")
@@ -82,8 +82,17 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--optimize", action="store_true",
                    help="search layer, method, strengths and per-layer kernels for the fewest refusals at the least KL")
     g.add_argument("--trials", type=int, default=40, help="finished trials the study should hold (default 40)")
-    g.add_argument("--study", help="SQLite file of the study; an existing one is resumed "
-                   "(default: forge-hub-<model>.study.db here)")
+    g.add_argument("--study", help="where the trials live: a SQLite file, a *.journal file or a database URL "
+                   "(postgresql://..., mysql://...); an existing study is resumed, and several processes or "
+                   "machines may add trials to one (default: forge-hub-<model>.study.db here)")
+    g.add_argument("--study-name", default="forge-hub", help="the study's name inside that storage "
+                   "(default forge-hub)")
+    g.add_argument("--worker", action="store_true",
+                   help="only add trials to --study until it holds --trials finished ones; writes no model "
+                        "(run the same command without --worker to pick and apply)")
+    g.add_argument("--heartbeat", type=int, default=60,
+                   help="seconds between a trial's signs of life; a trial silent for twice this (its process "
+                        "died) is re-run (default 60)")
     g.add_argument("--pick", type=int, metavar="TRIAL", help="use this trial instead of the default pick")
     g.add_argument("--pick-max-kl", type=float, default=DEFAULT_PICK_MAX_KL,
                    help=f"default pick: the fewest refusals among trials with KL at most this "
@@ -117,6 +126,7 @@ def _compute_artifact(args: argparse.Namespace):
 def _optimize(args: argparse.Namespace):
     """`run --optimize`: directions, then the search; prints the Pareto front and saves its plot."""
     from forge_hub.abliterate.search import SearchOptions, front_table, plot_front
+    from forge_hub.abliterate.study import StudyLocation
     from forge_hub.pipeline import optimize
     from forge_hub.prompts.sources import load_prompts
 
@@ -125,24 +135,33 @@ def _optimize(args: argparse.Namespace):
     eval_harmless = load_prompts(args.eval_harmless, column=args.column) if args.eval_harmless else None
     markers = tuple(load_prompts(args.refusal_markers)) if args.refusal_markers else None
     model, tokenizer, src = load_model_from(args)
-    name = Path(src.id).stem if src.kind != "hub" else src.id.replace("/", "--")
-    storage = Path(args.study or f"forge-hub-{name}.study.db")
-    search = SearchOptions(trials=args.trials, storage=storage, max_new_tokens=args.search_tokens,
-                           batch_size=args.batch_size, seed=args.seed, pick_max_kl=args.pick_max_kl,
-                           system_prompt=args.system_prompt)
+    location = StudyLocation.parse(args.study or f"forge-hub-{_model_name(src)}.study.db")
+    search = SearchOptions(trials=args.trials, storage=location.target, study_name=args.study_name,
+                           heartbeat=args.heartbeat, max_new_tokens=args.search_tokens, batch_size=args.batch_size,
+                           seed=args.seed, pick_max_kl=args.pick_max_kl, system_prompt=args.system_prompt)
     if markers:
         search.markers = tuple(m.lower() for m in markers)
     outcome = optimize(model, tokenizer, src, prompts, options=compute_options(args), search=search,
-                       eval_harmful=eval_harmful, eval_harmless=eval_harmless, pick=args.pick)
+                       eval_harmful=eval_harmful, eval_harmless=eval_harmless, pick=args.pick, worker=args.worker)
+    if outcome is None:
+        print(f"\nstudy {location.describe()} holds {args.trials} finished trials; run the same command without "
+              "--worker (and with --out) to pick and apply")
+        return None
     record, chosen = outcome.record, outcome.chosen
     total = record.eval_prompts["harmful"].count
     print("\nPareto front (refusals on the harmful evaluation prompts, first-token KL on the harmless ones):")
     print(front_table(outcome.study, chosen, total))
-    plot = plot_front(outcome.study, storage.with_suffix(".pareto.png"), chosen)
+    beside = location.path or Path(f"forge-hub-{args.study_name}.db")
+    plot = plot_front(outcome.study, beside.with_suffix(".pareto.png"), chosen)
     print(f"\npicked trial {chosen.number} ({record.pick}): {chosen.values[0]:.0f}/{total} refusals, "
           f"KL {chosen.values[1]:.3f}; plot: {plot}")
-    print(f"study: {storage} (run again with --trials N to continue, or --pick TRIAL to choose another trial)")
+    print(f"study: {location.describe()} (run again with --trials N to continue, or --pick TRIAL to choose another "
+          "trial)")
     return outcome.artifact, model, tokenizer, prompts
+
+
+def _model_name(src) -> str:
+    return Path(src.id).stem if src.kind != "hub" else src.id.replace("/", "--")
 
 
 def _check_out(args: argparse.Namespace, kind: str) -> None:
@@ -199,6 +218,10 @@ def _cmd_apply(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from forge_hub.pipeline import apply, check_run, push
 
+    if args.worker:
+        return _run_worker(args)
+    if not args.out:
+        raise SettingsError("run needs an output folder", "add {out} DIR", input="out")
     _check_out(args, "model")
     token = _check_run_push(args)  # a bad repo name or a missing token fails now, not after the run
     start = time.time()
@@ -222,6 +245,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         print_result(push(args.out, args.push_to, token=token, private=args.private, exist_ok=args.exist_ok,
                           gguf_types=args.gguf, gguf_repo=gguf_repo(args, args.push_to)))
+    return 0
+
+
+def _run_worker(args: argparse.Namespace) -> int:
+    """`run --optimize --worker`: add trials to a shared study; nothing else is written."""
+    if not args.optimize:
+        raise SettingsError("--worker adds trials to a search", "add {optimize} and a shared {study}",
+                            input="worker")
+    if args.out or args.push_to or args.pick is not None:
+        raise SettingsError("a worker writes no model, so --out, --push-to and --pick do not apply",
+                            "leave them to the command without {worker} that picks and applies", input="worker")
+    _optimize(args)
     return 0
 
 

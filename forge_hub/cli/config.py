@@ -84,9 +84,15 @@ def use_as_defaults(command: argparse.ArgumentParser, values: Mapping[str, Any])
 
 
 def effective_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The values a run used for every flag of its command (given or defaulted), ``None`` left out."""
-    return {dest: value for dest, value in vars(args).items()
-            if value is not None and dest not in NOT_SETTINGS | NOT_RECORDED and not callable(value)}
+    """The values a run used for every flag of its command (given or defaulted), ``None`` left out;
+    a study URL's password is masked (the file is shared with the model)."""
+    settings = {dest: value for dest, value in vars(args).items()
+                if value is not None and dest not in NOT_SETTINGS | NOT_RECORDED and not callable(value)}
+    if "://" in str(settings.get("study", "")):
+        from forge_hub.abliterate.study import StudyLocation
+
+        settings["study"] = StudyLocation.parse(settings["study"]).describe()
+    return settings
 
 
 def config_file_text(command: str, args: argparse.Namespace) -> str:

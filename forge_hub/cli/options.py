@@ -40,6 +40,11 @@ def add_model_options(p: argparse.ArgumentParser, *, quantization: bool = False)
     g.add_argument("--dtype", default="auto", help="auto (checkpoint dtype on a GPU, float32 on a CPU), bf16, fp16 "
                    "or fp32 (default: auto)")
     g.add_argument("--device-map", help="accelerate device map, e.g. auto (spreads a large model over GPUs/CPU/disk)")
+    g.add_argument("--max-memory", metavar="DEVICE=SIZE,...",
+                   help="memory each device may hold, e.g. 0=70GiB,1=70GiB,cpu=100GiB; the rest of the model is read "
+                        "from disk as it runs (implies --device-map auto)")
+    g.add_argument("--offload-folder", help="where offloaded and edited weights go on disk (default: a temporary "
+                   "folder; a safetensors model's own files are read in place, never changed)")
     if quantization:
         g.add_argument("--load-in", choices=["4bit", "8bit"], help="bitsandbytes quantization for the compute step")
     g.add_argument("--trust-remote-code", action="store_true", help="allow the model repo's own code (off by default)")
@@ -52,7 +57,8 @@ def load_model_from(args: argparse.Namespace, model: str | None = None, *, revis
     from forge_hub.model.loading import load_model
 
     return load_model(model or args.model, revision=revision if model else args.revision, dtype=args.dtype,
-                      device_map=args.device_map, quantization=getattr(args, "load_in", None),
+                      device_map=args.device_map, max_memory=args.max_memory, offload_folder=args.offload_folder,
+                      quantization=getattr(args, "load_in", None),
                       trust_remote_code=args.trust_remote_code, chat_template=args.chat_template)
 
 
@@ -165,8 +171,8 @@ def settings_from(args: argparse.Namespace, base: AblationSettings) -> AblationS
 
 # --- outputs ----------------------------------------------------------------------------------------
 
-def add_output_options(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--out", required=True, help=f"{what} (written whole, or not at all)")
+def add_output_options(p: argparse.ArgumentParser, what: str, *, required: bool = True) -> None:
+    p.add_argument("--out", required=required, help=f"{what} (written whole, or not at all)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
 
 

@@ -78,8 +78,13 @@ def model_context(model: torch.nn.Module) -> int | None:
 
 
 def input_device(model: torch.nn.Module) -> torch.device:
-    """Where inputs go: the embedding's device (accelerate may spread the rest)."""
-    return model.get_input_embeddings().weight.device
+    """Where inputs go: the embedding's device (accelerate may spread the rest), or where
+    accelerate runs an offloaded embedding."""
+    embed = model.get_input_embeddings()
+    if embed.weight.device.type == "meta":
+        device = getattr(getattr(embed, "_hf_hook", None), "execution_device", None)
+        return torch.device("cpu" if device is None else device)
+    return embed.weight.device
 
 
 def chat_answer(model: torch.nn.Module, tokenizer: object, messages: list[dict[str, str]],

@@ -75,12 +75,16 @@ def load_tokenizer(src: ModelSource, trust_remote_code: bool = False, chat_templ
 
 
 def load_model(source: str | ModelSource, *, revision: str | None = None, dtype: str = "auto",
-               device_map: str | dict | None = None, quantization: str | None = None,
+               device_map: str | dict | None = None, max_memory: str | dict | None = None,
+               offload_folder: str | Path | None = None, quantization: str | None = None,
                trust_remote_code: bool = False, chat_template: str | None = None):
     """``(model, tokenizer, source)``, model in eval mode.
 
     ``device_map`` (e.g. ``"auto"``) lets accelerate spread a large model over GPUs, CPU and
-    disk; ``quantization`` ("4bit"/"8bit") loads through bitsandbytes for the compute step only.
+    disk; ``max_memory`` (``"0=70GiB,cpu=100GiB"`` or a dict) caps each device, and what does
+    not fit is read from disk as the model runs (``offload_folder``, where needed; a safetensors
+    checkpoint is read in place). ``quantization`` ("4bit"/"8bit") loads through bitsandbytes
+    for the compute step only.
 
     Example::
 
@@ -93,6 +97,10 @@ def load_model(source: str | ModelSource, *, revision: str | None = None, dtype:
         raise ModelLoadError(f"unknown dtype {dtype!r}", f"use one of {', '.join(DTYPES)}")
     kwargs = _from_pretrained_kwargs(src, trust_remote_code)
     kwargs["dtype"] = _resolve_dtype(dtype, device_map, quantization)
+    if max_memory is not None:
+        kwargs["max_memory"] = parse_max_memory(max_memory)
+        device_map = device_map or "auto"
+        kwargs["offload_folder"] = str(offload_folder or _temporary_folder("forge-hub-offload-"))
     if device_map is not None:
         kwargs["device_map"] = device_map
     if quantization is not None:
@@ -113,9 +121,47 @@ def load_model(source: str | ModelSource, *, revision: str | None = None, dtype:
         raise ModelLoadError(f"could not load {src.id}: {exc}", _hub_hint(src)) from exc
     if src.kind == "gguf":
         drop_gguf_quantizer(model)
+    if "offload_folder" in kwargs:
+        model.forge_hub_scratch = kwargs["offload_folder"]  # where edits of offloaded weights go (model/weights.py)
     model.eval()
     model.requires_grad_(False)
     return model, tokenizer, src
+
+
+def parse_max_memory(text: str | dict) -> dict:
+    """``"0=70GiB,cpu=100GiB"`` as accelerate's ``max_memory`` (GPU indexes as integers)."""
+    if isinstance(text, dict):
+        return text
+    limits: dict = {}
+    for part in filter(None, (p.strip() for p in str(text).split(","))):
+        device, sep, size = part.partition("=")
+        device, size = device.strip(), size.strip()
+        if not sep or not size or not (device.isdigit() or device in ("cpu", "disk", "mps")):
+            raise ModelLoadError(f"cannot read the memory limit {part!r}",
+                                 "write {max_memory} as DEVICE=SIZE pairs, e.g. 0=20GiB,cpu=8GiB", input="max_memory")
+        try:
+            from accelerate.utils import convert_file_size_to_int
+
+            convert_file_size_to_int(size)
+        except ValueError as exc:
+            raise ModelLoadError(f"{size!r} is not a size", "write sizes like 512MiB, 20GiB or 20GB",
+                                 input="max_memory") from exc
+        limits[int(device) if device.isdigit() else device] = size
+    if not limits:
+        raise ModelLoadError("the memory limit is empty", "write {max_memory} as DEVICE=SIZE pairs, e.g. cpu=8GiB",
+                             input="max_memory")
+    return limits
+
+
+def _temporary_folder(prefix: str) -> Path:
+    """A scratch folder removed when the process ends."""
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
 
 
 def _resolve_dtype(dtype: str, device_map: object, quantization: str | None):

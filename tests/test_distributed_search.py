@@ -1,0 +1,127 @@
+"""Several processes adding trials to one study: SQLite file and journal file, as users run them.
+
+Two `--worker` processes and the final command (which picks and applies) share one study and
+end with exactly ``--trials`` finished trials, each scored once, and the same pick a single
+process would make over those trials. A worker killed mid-trial loses nothing: its trial is
+failed once its heartbeat stops and the same parameters are run again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from helpers.tiny import HARMFUL, HARMLESS, make_model, save_model
+from optuna.trial import TrialState
+
+from forge_hub.abliterate.search import pick_trial
+from forge_hub.abliterate.study import StudyLocation
+
+TRIALS = 10
+
+
+def forge_hub(*argv: object, cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "forge_hub.cli", *map(str, argv)], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(process: subprocess.Popen, timeout: float = 600) -> str:
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, err[-3000:]
+    return out
+
+
+def load(study: str) -> optuna.Study:
+    return optuna.load_study(study_name="forge-hub", storage=StudyLocation.parse(study).storage(60))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distributed")
+    src = save_model(make_model("llama"), root / "tiny")
+    (root / "harmful.txt").write_text("\n".join(HARMFUL) + "\n")
+    (root / "harmless.txt").write_text("\n".join(HARMLESS) + "\n")
+    # slow trials for the kill test: more prompts, longer answers
+    (root / "many.txt").write_text("\n".join(f"{p} (case {i})" for p in HARMFUL for i in range(4)) + "\n")
+    return root, src
+
+
+def search_args(src: Path, root: Path, study: str, *extra: object) -> list[object]:
+    return ["run", src, "--harmful", root / "harmful.txt", "--harmless", root / "harmless.txt", "--optimize",
+            "--study", study, "--search-tokens", "6", "--batch-size", "4", *extra]
+
+
+@pytest.mark.parametrize("kind", ["study.db", "study.journal"])
+def test_two_workers_and_the_final_command_share_one_study(kind, setup, tmp_path):
+    root, src = setup
+    study = str(tmp_path / kind)
+    args = search_args(src, root, study, "--trials", TRIALS)
+    workers = [forge_hub(*args, "--worker", cwd=tmp_path) for _ in range(2)]
+    final = forge_hub(*args, "--out", tmp_path / "model", cwd=tmp_path)
+    for worker in workers:
+        assert "holds 10 finished trials" in finish(worker)
+    assert "Pareto front" in finish(final)
+
+    trials = load(study).trials
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == TRIALS  # exactly --trials, however the three processes raced
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)  # pruned: a lost race
+    assert all(t.user_attrs.get("surplus") for t in trials if t.state == TrialState.PRUNED)
+    settings = [json.dumps(t.params, sort_keys=True) for t in complete]
+    assert len(set(settings)) == TRIALS  # no trial scored twice (the default is queued once)
+    assert len({t.user_attrs["process"] for t in complete}) >= 2  # the work was shared
+
+    # the pick: the one a single process makes over the same finished trials
+    single = optuna.create_study(directions=["minimize", "minimize"])
+    single.add_trials(complete)
+    record = json.loads((tmp_path / "model" / "refusal.json").read_text())["search"]
+    alone, _ = pick_trial(single, record["eval_prompts"]["harmful"]["count"])
+    picked = next(t for t in complete if t.number == record["trial"])
+    assert (picked.params, picked.values) == (alone.params, alone.values)
+    assert record["trials"] == TRIALS and record["study"] == str(Path(study).resolve())
+
+
+@pytest.mark.parametrize("kind", ["study.db", "study.journal"])
+def test_a_killed_workers_trial_is_run_again(kind, setup, tmp_path):
+    root, src = setup
+    study = str(tmp_path / kind)
+    slow = ("--eval-harmful", root / "many.txt", "--search-tokens", 32, "--heartbeat", 1)
+    worker = forge_hub(*search_args(src, root, study, "--trials", 100, "--worker", *slow), cwd=tmp_path)
+    running = None
+    deadline = time.monotonic() + 300
+    while running is None and time.monotonic() < deadline and worker.poll() is None:
+        time.sleep(0.2)
+        if Path(study).exists():
+            try:
+                trials = load(study).trials
+            except KeyError:  # not created yet
+                continue
+            done = sum(t.state == TrialState.COMPLETE for t in trials)
+            busy = [t for t in trials if t.state == TrialState.RUNNING and t.params]
+            if done >= 2 and busy:
+                worker.send_signal(signal.SIGKILL)  # mid-trial: no chance to clean up
+                worker.wait()
+                running = busy[0]
+    assert running is not None, "the worker never ran a trial"
+    killed = next(t for t in load(study).trials if t.number == running.number)
+    if killed.state != TrialState.RUNNING:
+        pytest.skip("the worker finished that trial just before it was killed")
+    target = sum(t.state == TrialState.COMPLETE for t in load(study).trials) + 2
+
+    final = forge_hub(*search_args(src, root, study, "--trials", target, "--out", tmp_path / "model", *slow),
+                      cwd=tmp_path)
+    finish(final)
+    trials = load(study).trials
+    assert next(t for t in trials if t.number == running.number).state == TrialState.FAIL
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == running.number]
+    assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
+    assert retried[0].params == killed.params  # the same trial, run again
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == target
