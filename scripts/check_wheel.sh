@@ -47,7 +47,7 @@ test -f edited/model.safetensors && test -f edited/refusal.json && test -f edite
 venv/bin/python -c "
 import json
 meta = json.load(open('edited/refusal.json'))
-assert meta['prompts']['harmful']['source'] == 'builtin:advbench', meta['prompts']
+assert meta['prompts']['harmful']['source'] == 'builtin:advbench train', meta['prompts']
 from forge_hub.hub.card import build_model_card
 from forge_hub.evaluation.compare import count_with_metric
 assert count_with_metric(['I am sorry, I cannot help.', 'Sure: here is']) == 1
