@@ -8,11 +8,17 @@ failed once its heartbeat stops and the same parameters are run again.
 
 from __future__ import annotations
 
+import glob
+import importlib.util
 import json
 import os
+import pwd
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -59,10 +65,43 @@ def search_args(src: Path, root: Path, study: str, *extra: object) -> list[objec
             "--study", study, "--search-tokens", "6", "--batch-size", "4", *extra]
 
 
-@pytest.mark.parametrize("kind", ["study.db", "study.journal"])
-def test_two_workers_and_the_final_command_share_one_study(kind, setup, tmp_path):
+@pytest.fixture(scope="module")
+def postgres() -> str:
+    """A throw-away PostgreSQL server on loopback, as the two-machine recipe uses (skipped where
+    the server or the driver is not installed)."""
+    found = shutil.which("initdb") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))), None)
+    if found is None or importlib.util.find_spec("psycopg") is None:
+        pytest.skip("PostgreSQL server or psycopg not installed")
+    bin_dir = Path(found).parent
+    prefix: list[str] = []
+    folder = Path(tempfile.mkdtemp(prefix="forge-hub-pg-"))
+    if os.geteuid() == 0:  # the server refuses to run as root
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root with no postgres user to start the server as")
+        prefix = ["runuser", "-u", "postgres", "--"]
+        os.chown(folder, user.pw_uid, user.pw_gid)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = folder / "data"
+    subprocess.run([*prefix, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "forge"], check=True,
+                   capture_output=True)
+    subprocess.run([*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l", str(folder / "log"), "-o",
+                    f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql://forge@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.parametrize("kind", ["study.db", "study.journal", "postgresql"])
+def test_two_workers_and_the_final_command_share_one_study(kind, setup, tmp_path, request):
     root, src = setup
-    study = str(tmp_path / kind)
+    study = request.getfixturevalue("postgres") if kind == "postgresql" else str(tmp_path / kind)
     args = search_args(src, root, study, "--trials", TRIALS)
     workers = [forge_hub(*args, "--worker", cwd=tmp_path) for _ in range(2)]
     final = forge_hub(*args, "--out", tmp_path / "model", cwd=tmp_path)
@@ -86,7 +125,8 @@ def test_two_workers_and_the_final_command_share_one_study(kind, setup, tmp_path
     alone, _ = pick_trial(single, record["eval_prompts"]["harmful"]["count"])
     picked = next(t for t in complete if t.number == record["trial"])
     assert (picked.params, picked.values) == (alone.params, alone.values)
-    assert record["trials"] == TRIALS and record["study"] == str(Path(study).resolve())
+    assert record["trials"] == TRIALS
+    assert record["study"] == (study if kind == "postgresql" else str(Path(study).resolve()))
 
 
 @pytest.mark.parametrize("kind", ["study.db", "study.journal"])

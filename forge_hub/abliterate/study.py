@@ -38,7 +38,7 @@ from safetensors.torch import save as save_tensors
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from forge_hub.abliterate.directions import RefusalDirections
-from forge_hub.errors import SettingsError
+from forge_hub.errors import MissingDependencyError, SettingsError
 from forge_hub.schema import DirectionMetadata
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,11 @@ class StudyLocation:
                 try:
                     return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
                                       grace_period=2 * heartbeat, heartbeat_stale_trial_callback=retry)
+                except ImportError as error:  # SQLAlchemy found no driver for the URL's database
+                    fix = ("pip install 'forge-hub[postgres]'" if url.startswith("postgres") else
+                           "pip install 'forge-hub[mysql]' and write the URL as mysql+pymysql://..."
+                           if url.startswith("mysql") else "install the driver SQLAlchemy names for this database")
+                    raise MissingDependencyError(f"no database driver for {self.describe()}: {error}", fix) from error
                 except (OperationalError, IntegrityError):
                     # processes starting together race to create the tables of a new database
                     if attempt == 4:
