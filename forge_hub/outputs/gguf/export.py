@@ -13,11 +13,11 @@ tested against):
 - Gemma norms are stored as ``1 + weight``: Hugging Face's Gemma RMSNorm multiplies by
   ``1 + weight``, llama.cpp's by the stored value;
 - architecture keys (block count, sizes, heads, RoPE base and scaling, norm epsilon, sliding
-  window) and the tokenizer (:mod:`forge_hub.gguf_vocab`).
+  window) and the tokenizer (:mod:`forge_hub.outputs.gguf.vocab`).
 
 Any other architecture goes through llama.cpp's converter when a checkout is given
 (``llama_cpp=`` / ``--llama-cpp`` / ``$LLAMA_CPP_DIR``). k-quants are made from an F16 file by
-llama.cpp's quantizer (:mod:`forge_hub.gguf_llama_cpp`). Every file is written to a hidden
+llama.cpp's quantizer (:mod:`forge_hub.outputs.gguf.llama_cpp`). Every file is written to a hidden
 temporary folder in ``out_dir`` and renamed into place when all are complete; on any error
 nothing is left behind. The model folder is only read.
 """

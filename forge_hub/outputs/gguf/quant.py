@@ -6,7 +6,7 @@ Two families of types:
   Q5_1): forge-hub writes them itself, tensor by tensor;
 - llama.cpp's k-quant file types (Q4_K_M, Q5_K_M, Q6_K, ...): these choose a type *per tensor*
   with llama.cpp's own rules and quantizers, so forge-hub writes F16 and hands it to llama.cpp
-  (see :mod:`forge_hub.gguf_llama_cpp`).
+  (see :mod:`forge_hub.outputs.gguf.llama_cpp`).
 
 Block types need rows that are a whole number of blocks (32 values for the legacy types). A
 row that is not falls back to F16, as llama.cpp's converter does, and the caller is told.
