@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers.gguf_models import greedy, load_gguf, prompt_ids, save_gguf_model
+from helpers.gguf_models import (
+    assert_same_metadata,
+    greedy,
+    hide_llama_cpp,
+    llama_cpp_greedy,
+    load_gguf,
+    prompt_ids,
+    save_gguf_model,
+)
 from helpers.tiny import random_artifact
 from safetensors.torch import load_file
 
@@ -17,6 +28,8 @@ from forge_hub.model.loading import smollm2_gguf_path
 from forge_hub.outputs.checkpoint import apply_to_checkpoint
 from forge_hub.outputs.gguf.edit import GGUFApplyReport, apply_to_gguf, requantize
 from forge_hub.outputs.gguf.export import export_gguf
+from forge_hub.outputs.gguf.llama_cpp import Quantizer, find_quantizer
+from forge_hub.outputs.gguf.quant import K_QUANT_FILE_TYPES
 from forge_hub.pipeline import apply
 from forge_hub.schema import AblationSettings
 
@@ -57,20 +70,6 @@ def hf_name(gguf_name: str) -> str:
         return "model.embed_tokens.weight"
     _, layer, kind, _ = gguf_name.split(".")
     return f"model.layers.{layer}.{HF_NAMES[kind]}.weight"
-
-
-def assert_same_metadata(source, edited, extra_tensors: int = 0):
-    """Every key, in order, with the same type and the same bytes (paths or open readers)."""
-    a = source if isinstance(source, gguf.GGUFReader) else gguf.GGUFReader(source)
-    b = edited if isinstance(edited, gguf.GGUFReader) else gguf.GGUFReader(edited)
-    assert list(a.fields) == list(b.fields)
-    for key, fa in a.fields.items():
-        fb = b.fields[key]
-        if key == "GGUF.tensor_count":
-            assert fb.contents() == fa.contents() + extra_tensors
-            continue
-        assert fa.types == fb.types, key
-        assert [p.tobytes() for p in fa.parts] == [p.tobytes() for p in fb.parts], key  # byte for byte
 
 
 def test_edit_keeps_metadata_and_every_other_tensor_byte_for_byte(sources, tmp_path):
@@ -190,7 +189,9 @@ def q4_k_copy(source, target, names: set[str], seed: int = 0):
     writer.close()
 
 
-def test_k_quant_writers_are_stored_in_a_writable_type_and_said_so(tmp_path, capsys):
+def test_k_quant_writers_are_stored_in_a_writable_type_and_said_so(tmp_path, capsys, monkeypatch):
+    """Without llama.cpp's quantizer, edited k-quant tensors fall back to a type numpy writes."""
+    hide_llama_cpp(monkeypatch, tmp_path)
     folder = save_gguf_model("llama", tmp_path / "wide", hidden=256, intermediate=256)
     (f16,) = export_gguf(folder, tmp_path / "gguf", ["F16"], progress=False)
     source = tmp_path / "gguf" / "wide-Q4_K.gguf"
@@ -201,6 +202,7 @@ def test_k_quant_writers_are_stored_in_a_writable_type_and_said_so(tmp_path, cap
     assert report.type_changes == {name: ("Q4_K", "Q4_1") for name in k_names}
     err = capsys.readouterr().err
     assert "cannot write Q4_K" in err and "Q4_K -> Q4_1" in err
+    assert "to keep the k-quant types" in err and "pip install llama-cpp-python" in err
     recorded = json.loads((tmp_path / "out" / "abliteration.json").read_text())["type_changes"]
     assert recorded == {name: {"from": "Q4_K", "to": "Q4_1"} for name in k_names}
     a, b = tensors(source), tensors(tmp_path / "out" / source.name)
@@ -211,6 +213,96 @@ def test_k_quant_writers_are_stored_in_a_writable_type_and_said_so(tmp_path, cap
     assert b["blk.0.ffn_down.weight"].tensor_type == gguf.GGMLQuantizationType.F16  # F16 writers keep F16
     with torch.no_grad():  # a file of mixed types still loads and runs
         assert torch.isfinite(load_gguf(tmp_path / "out" / source.name)(prompt_ids()).logits).all()
+
+
+def wide_q4_k_m(tmp_path):
+    """A 256-wide Llama written as Q4_K_M by llama.cpp: attn_output and token_embd Q4_K, ffn_down Q6_K."""
+    folder = save_gguf_model("llama", tmp_path / "wide", hidden=256, intermediate=512, std=0.0707)
+    (source,) = export_gguf(folder, tmp_path / "gguf", ["Q4_K_M"], progress=False)
+    return source
+
+
+def check_k_quants_kept(source, out, art, report):
+    """Same types, same size, same metadata; only the writers changed, with the removed component gone."""
+    edited = out / source.name
+    assert report.type_changes == {}
+    assert json.loads((out / "abliteration.json").read_text())["type_changes"] == {}
+    assert edited.stat().st_size == source.stat().st_size
+    assert_same_metadata(source, edited)
+    a, b = tensors(source), tensors(edited)
+    writers = {f"blk.{i}.{k}.weight" for i in range(LAYERS) for k in HF_NAMES} | {"token_embd.weight"}
+    assert {a[name].tensor_type.name for name in writers} == {"Q4_K", "Q6_K"}
+    r = art.direction(1.0).numpy()
+    for name, t in a.items():
+        assert b[name].tensor_type == t.tensor_type, name
+        if name not in writers:
+            assert np.array_equal(b[name].data, t.data), name
+            continue
+        axis = 1 if name == "token_embd.weight" else 0
+        before_r = np.abs(np.moveaxis(as_float(t), axis, -1) @ r).mean()
+        after_r = np.abs(np.moveaxis(as_float(b[name]), axis, -1) @ r).mean()
+        assert after_r < 0.1 * before_r, (name, after_r / before_r)  # measured 1-4%
+    assert not [p for p in out.iterdir() if p.name.startswith(".llama-cpp-quantize")]
+    return edited
+
+
+def test_k_quant_writers_keep_their_type_with_llama_cpp(tmp_path, capsys):
+    """llama-cpp-python installed: an edited Q4_K_M file is Q4_K_M again, tensor for tensor, and runs."""
+    pytest.importorskip("llama_cpp")
+    source = wide_q4_k_m(tmp_path)
+    art = random_artifact(hidden=256, layers=LAYERS, selected=1.0)
+    settings = AblationSettings(direction_layer=1.0)
+    report = apply_to_gguf(source, tmp_path / "out", art, settings, progress=False)
+    assert "quantized back to Q4_K, Q6_K by llama.cpp's quantizer: llama-cpp-python" in capsys.readouterr().err
+    edited = check_k_quants_kept(source, tmp_path / "out", art, report)
+    # llama.cpp runs it like transformers runs the same file
+    ids = prompt_ids()
+    assert llama_cpp_greedy(edited, ids[0].tolist()) == greedy(load_gguf(edited), ids, new_tokens=8)
+    # and asked not to, the numpy fallback types come back
+    report = apply_to_gguf(source, tmp_path / "fallback", art, settings, progress=False, keep_k_quants=False)
+    assert set(report.type_changes.values()) == {("Q4_K", "Q4_1"), ("Q6_K", "Q8_0")}
+
+
+def test_k_quant_writers_through_the_llama_quantize_program(tmp_path, monkeypatch):
+    """The llama-quantize route: a stand-in program with llama-quantize's arguments that quantizes with
+    llama-cpp-python, found first on PATH; each edited tensor goes through it with --pure."""
+    pytest.importorskip("llama_cpp")
+    source = wide_q4_k_m(tmp_path)
+    log = tmp_path / "argv.jsonl"
+    program = tmp_path / "bin" / "llama-quantize"
+    program.parent.mkdir()
+    program.write_text(f"""#!{sys.executable}
+import ctypes, json, sys
+import llama_cpp
+with open({str(log)!r}, "a") as f:
+    f.write(json.dumps(sys.argv) + "\\n")
+args = sys.argv[1:]
+pure = args[0] == "--pure"
+source, output, file_type, threads = args[1:] if pure else args
+params = llama_cpp.llama_model_quantize_default_params()
+params.ftype = getattr(llama_cpp, "LLAMA_FTYPE_MOSTLY_" + file_type)
+params.nthread = int(threads)
+params.pure = pure
+sys.exit(llama_cpp.llama_model_quantize(source.encode(), output.encode(), ctypes.byref(params)))
+""")
+    program.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{program.parent}{os.pathsep}{os.environ['PATH']}")
+    assert find_quantizer().program == program
+    art = random_artifact(hidden=256, layers=LAYERS, selected=1.0)
+    report = apply_to_gguf(source, tmp_path / "out", art, AblationSettings(direction_layer=1.0), progress=False)
+    check_k_quants_kept(source, tmp_path / "out", art, report)
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert calls and all(argv[1] == "--pure" and argv[4] in ("Q4_K_M", "Q6_K") for argv in calls)
+    assert {argv[4] for argv in calls} == {"Q4_K_M", "Q6_K"}  # Q4_K tensors via Q4_K_M, Q6_K via Q6_K
+
+
+def test_quantize_command_takes_pure_first():
+    quantizer = Quantizer(Path("/opt/llama.cpp/build/bin/llama-quantize"))
+    assert quantizer.command(Path("in.gguf"), Path("out.gguf"), "Q4_K_M", threads=2, pure=True) == [
+        "/opt/llama.cpp/build/bin/llama-quantize", "--pure", "in.gguf", "out.gguf", "Q4_K_M", "2"]
+    assert "--pure" not in quantizer.command(Path("in.gguf"), Path("out.gguf"), "Q4_K_M")
+    assert K_QUANT_FILE_TYPES == {"Q2_K": "Q2_K", "Q3_K": "Q3_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M",
+                                  "Q6_K": "Q6_K"}
 
 
 def moe_gguf(path, hidden: int = 32, experts: int = 4, ff: int = 64):

@@ -60,8 +60,9 @@ def gguf_config(family: str, tied: bool = False, layers: int = 2, hidden: int = 
     raise ValueError(family)
 
 
-def make_gguf_model(family: str, seed: int = 0, **kwargs):
-    """A random model whose weights F16 holds exactly (norm gains randomised too)."""
+def make_gguf_model(family: str, seed: int = 0, std: float = 0.2, **kwargs):
+    """A random model whose weights F16 holds exactly (norm gains randomised too). A wider model
+    wants a smaller ``std`` (0.2 * sqrt(32 / hidden) keeps 32-wide's signal sizes)."""
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
@@ -71,7 +72,7 @@ def make_gguf_model(family: str, seed: int = 0, **kwargs):
             if "norm" in name:
                 p.add_(0.3 * torch.randn_like(p))
             else:
-                p.normal_(0.0, 0.2)
+                p.normal_(0.0, std)
             p.copy_((p * 1024).round().clamp(-2047, 2047) / 1024)
     model.generation_config.pad_token_id = 0
     return model.eval()
@@ -100,3 +101,56 @@ def load_gguf(path: Path):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+
+
+def llama_cpp_greedy(path: Path, ids: list[int], new_tokens: int = 8) -> list[int]:
+    """Greedy tokens from llama.cpp (llama-cpp-python, one thread) after the prompt ``ids``."""
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=str(path), n_threads=1, n_ctx=max(64, len(ids) + new_tokens + 8), verbose=False)
+    got = []
+    for token in llm.generate(ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0, reset=True):
+        got.append(token)
+        if len(got) == new_tokens:
+            break
+    llm.close()
+    return got
+
+
+def llama_cpp_logits(path: Path, ids: list[int]) -> torch.Tensor:
+    """llama.cpp's logits at every position of ``ids`` ([tokens, vocab]), one thread."""
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=str(path), n_threads=1, n_ctx=64, logits_all=True, verbose=False)
+    llm.eval(ids)
+    scores = torch.tensor(llm.scores[:len(ids)])
+    llm.close()
+    return scores
+
+
+def hide_llama_cpp(monkeypatch, tmp_path: Path) -> None:
+    """A PATH without llama-quantize, no $LLAMA_CPP_DIR and no llama-cpp-python, whatever this machine has."""
+    import importlib.util
+
+    empty = tmp_path / "empty-bin"
+    empty.mkdir(exist_ok=True)
+    monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.delenv("LLAMA_CPP_DIR", raising=False)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llama_cpp" else real(name, *a))
+
+
+def assert_same_metadata(source, edited, extra_tensors: int = 0):
+    """Every key, in order, with the same type and the same bytes (paths or open readers)."""
+    import gguf
+
+    a = source if isinstance(source, gguf.GGUFReader) else gguf.GGUFReader(source)
+    b = edited if isinstance(edited, gguf.GGUFReader) else gguf.GGUFReader(edited)
+    assert list(a.fields) == list(b.fields)
+    for key, fa in a.fields.items():
+        fb = b.fields[key]
+        if key == "GGUF.tensor_count":
+            assert fb.contents() == fa.contents() + extra_tensors
+            continue
+        assert fa.types == fb.types, key
+        assert [p.tobytes() for p in fa.parts] == [p.tobytes() for p in fb.parts], key  # byte for byte

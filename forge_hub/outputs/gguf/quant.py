@@ -23,6 +23,10 @@ from forge_hub.errors import GGUFTypeError
 NUMPY_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0")
 LLAMA_CPP_TYPES = ("Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S", "Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K")
 FALLBACK_TYPE = "F16"
+# Tensor types that llama.cpp's quantizer writes and the numpy one only reads, each with the file type
+# that gives it to every tensor under llama-quantize --pure (its "base" type).
+K_QUANT_FILE_TYPES = {"Q2_K": "Q2_K", "Q3_K": "Q3_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M", "Q6_K": "Q6_K"}
+K_QUANT_TYPES = tuple(K_QUANT_FILE_TYPES)
 # Types the numpy quantizer can write back after an edit, smallest first (bits per weight).
 _REQUANTIZABLE = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "F16", "BF16", "F32")
 
@@ -104,13 +108,16 @@ def can_requantize(qtype) -> bool:
     return qtype.name in _REQUANTIZABLE
 
 
-def requantize_type(qtype, shape: Sequence[int]) -> str:
-    """The type an edited tensor is written back in: its own where numpy can write it, else the
-    smallest writable type with more bits per weight (a legacy type loses more per bit than a
+def requantize_type(qtype, shape: Sequence[int], *, k_quants: bool = False) -> str:
+    """The type an edited tensor is written back in: its own where numpy can write it (or, with
+    ``k_quants``, where it is a k-quant llama.cpp's quantizer writes: :data:`K_QUANT_TYPES`), else
+    the smallest writable type with more bits per weight (a legacy type loses more per bit than a
     k-quant, so equal bits would cost precision), else F16 when the rows do not fit its blocks."""
     import gguf
 
     if can_requantize(qtype) and fits_blocks(shape, qtype.name):
+        return qtype.name
+    if k_quants and qtype.name in K_QUANT_TYPES and fits_blocks(shape, qtype.name):
         return qtype.name
     block, size = gguf.GGML_QUANT_SIZES[qtype]
     bits = 8 * size / block
