@@ -52,6 +52,12 @@ CITATIONS = {
           and Neel Nanda},
   journal={arXiv preprint arXiv:2406.11717}, year={2024}
 }""",
+    "xstest": """@inproceedings{rottger2024xstest,
+  title={XSTest: A Test Suite for Identifying Exaggerated Safety Behaviours in Large Language Models},
+  author={Paul R{\"o}ttger and Hannah Rose Kirk and Bertie Vidgen and Giuseppe Attanasio and Federico Bianchi
+          and Dirk Hovy},
+  booktitle={Proceedings of NAACL 2024}, year={2024}
+}""",
     "alpaca": """@misc{alpaca,
   title={Stanford Alpaca: An Instruction-following LLaMA model},
   author={Rohan Taori and Ishaan Gulrajani and Tianyi Zhang and Yann Dubois and Xuechen Li and Carlos Guestrin
@@ -63,7 +69,7 @@ CITATIONS = {
 CITES = {"advbench": ("advbench",), "harmbench": ("harmbench",), "jailbreakbench": ("jailbreakbench",),
          "maliciousinstruct": ("maliciousinstruct",), "tdc2023": ("tdc2023",),
          "arditi": ("arditi", "advbench", "maliciousinstruct", "tdc2023", "harmbench", "alpaca"),
-         "sumandora": ("advbench", "alpaca")}
+         "sumandora": ("advbench", "alpaca"), "xstest": ("xstest",)}
 
 
 def data_path(config: str, split: str) -> str:

@@ -8,7 +8,9 @@ repository, so what gets published is the parquet this builder produces)::
     harmful = builder.as_dataset()          # DatasetDict: train / validation / test
 
 Configs: ``harmful`` and ``harmless`` (every source of that side) and one config per source
-list (``advbench``, ``jailbreakbench-harmless``, ...). Sources are fetched from their public
+list (``advbench``, ``jailbreakbench-harmless``, ...). ``xstest`` is an evaluation set, not a
+side: its safe prompts that look unsafe and their unsafe contrasts stay in one config, all in
+the ``test`` split, with XSTest's own ``label`` and ``type`` columns kept. Sources are fetched from their public
 URLs through the download manager; ``urls={"advbench": "/data/advbench.csv"}`` points any of them
 at another URL or a local file, which is how the tests build offline.
 
@@ -62,6 +64,8 @@ _GITHUB = "https://raw.githubusercontent.com"
 _ARDITI = f"{_GITHUB}/andyrdt/refusal_direction/main/dataset"
 _JBB = "https://huggingface.co/datasets/JailbreakBench/JBB-Behaviors/resolve/main/data"
 _SUMANDORA = f"{_GITHUB}/Sumandora/remove-refusals-with-transformers/master"
+XSTEST_URL = f"{_GITHUB}/paul-rottger/xstest/main/xstest_prompts.csv"
+XSTEST_COLUMNS = ("label", "type", "focus", "note")  # kept beside the usual columns: label says safe or unsafe
 
 
 def _curated(side: str) -> str:
@@ -80,7 +84,7 @@ class Source:
 
     name: str
     family: str
-    side: str
+    side: str  # "harmful", "harmless", or "mixed" for an evaluation set with a label column (never in a side)
     urls: tuple[str, ...]
     fmt: str  # "txt" (one per line, # comments), "csv" (header row) or "json" (list of strings or records)
     license: str
@@ -90,6 +94,8 @@ class Source:
     category: str | None = None  # category column, when the source has one
     keep: tuple[str, str] | None = None  # (column, value): only rows whose column has this value
     note: str = ""
+    extra_columns: tuple[str, ...] = ()  # more of the source's columns kept as they are (csv and json records)
+    split: str | None = None  # every row in this split (an evaluation set), instead of the hash split
 
 
 # In deduplication priority order: the curated lists win, then the originals, then re-packagings.
@@ -134,6 +140,11 @@ SOURCES: tuple[Source, ...] = (
     Source("sumandora-harmless", "sumandora", "harmless", (f"{_SUMANDORA}/harmless.txt",), "txt", "CC-BY-NC-4.0",
            "Sumandora harmless list", "https://github.com/Sumandora/remove-refusals-with-transformers",
            note="Alpaca instructions, some of which refer to an input that is not included"),
+    Source("xstest", "xstest", "mixed", (XSTEST_URL,), "csv", "CC-BY-4.0",
+           "XSTest: exaggerated safety (Röttger et al., NAACL 2024)", "https://github.com/paul-rottger/xstest",
+           column="prompt", category="type", extra_columns=XSTEST_COLUMNS, split="test",
+           note="250 safe prompts that look unsafe and 200 unsafe contrasts (label column); all in test, for "
+                "measuring over-refusal, never for directions"),
 )
 SOURCE_NAMES = tuple(s.name for s in SOURCES)
 
@@ -198,6 +209,12 @@ class ForgePromptsConfig(datasets.BuilderConfig):
         return [s for s in SOURCES if s.name in self.members and s.name in picked]
 
 
+def features_for(sources: Sequence[Source]) -> datasets.Features:
+    """The usual columns, plus the extra columns the sources keep (XSTest's label and type)."""
+    extra = dict.fromkeys(c for s in sources for c in s.extra_columns)
+    return datasets.Features({**FEATURES, **{c: datasets.Value("string") for c in extra}})
+
+
 def _configs() -> list[ForgePromptsConfig]:
     version = datasets.Version(BUILDER_VERSION)
     sides = [ForgePromptsConfig(name=side, version=version, side=side,
@@ -219,16 +236,18 @@ class ForgePrompts(datasets.GeneratorBasedBuilder):
         return datasets.DatasetInfo(
             description="Harmful and harmless instructions for measuring refusal in chat models. "
                         "Content warning: the harmful side is requests for harmful content.",
-            features=FEATURES, license="other (per row: see the license column)",
+            features=features_for(self.config.chosen()), license="other (per row: see the license column)",
             homepage="https://pypi.org/project/forge-hub/")
 
     def _split_generators(self, dl_manager: datasets.DownloadManager) -> list[datasets.SplitGenerator]:
         # Everything is read and deduplicated here, before generation: dedup needs every source at
         # once, and errors raised here reach the caller as they are (generation errors get wrapped).
-        rows = collect_rows(self.config.chosen(), check_urls(self.config.urls), dl_manager.download)
+        chosen = self.config.chosen()
+        rows = collect_rows(chosen, check_urls(self.config.urls), dl_manager.download)
+        fixed = {s.family: s.split for s in chosen if s.split}  # evaluation sets: one split, whole
         parts: dict[str, list[dict]] = {name: [] for name, _ in SPLITS}
         for row in rows:
-            parts[split_of(row["prompt"])].append(row)
+            parts[fixed.get(row["source"]) or split_of(row["prompt"])].append(row)
         # an empty split cannot be prepared; it is simply absent (tiny sources only)
         return [datasets.SplitGenerator(name=name, gen_kwargs={"rows": part}) for name, part in parts.items() if part]
 
@@ -251,18 +270,19 @@ def collect_rows(sources: Sequence[Source], urls: dict[str, tuple[str, ...]],
                               f"check the network, or point {source.name!r} at a local copy "
                               "with a URL override") from exc
         for location, path in zip(locations, paths, strict=True):
-            for prompt, category in read_source_file(source, location, str(path)):
+            for prompt, category, extra in read_source_file(source, location, str(path)):
                 text = normalize(prompt)
                 key = dedup_key(text)
                 if key and key not in seen:
                     seen.add(key)
                     rows.append({"prompt": text, "source": source.family, "category": category,
-                                 "license": source.license})
+                                 "license": source.license, **extra})
     return rows
 
 
-def read_source_file(source: Source, location: str, path: str) -> list[tuple[str, str | None]]:
-    """(prompt, category) pairs of one file, or a :class:`SourceError` naming the source and the file."""
+def read_source_file(source: Source, location: str,
+                     path: str) -> list[tuple[str, str | None, dict[str, str | None]]]:
+    """(prompt, category, extra columns) of one file, or a :class:`SourceError` naming the source and the file."""
     where = location if location == path else f"{location} (downloaded to {path})"
 
     def fail(problem: str, hint: str) -> SourceError:
@@ -278,7 +298,8 @@ def read_source_file(source: Source, location: str, path: str) -> list[tuple[str
         raise fail(f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
                    "re-save the file as UTF-8") from exc
     if source.fmt == "txt":
-        pairs = [(line, None) for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        pairs = [(line, None, {}) for line in text.splitlines()
+                 if line.strip() and not line.lstrip().startswith("#")]
     elif source.fmt == "csv":
         reader = csv.DictReader(io.StringIO(text, newline=""))
         records = list(reader)
@@ -292,33 +313,34 @@ def read_source_file(source: Source, location: str, path: str) -> list[tuple[str
         if not isinstance(data, list):
             raise fail(f"expected a JSON list, found {type(data).__name__}", "point the source at the original file")
         if all(isinstance(item, str) for item in data):
-            pairs = [(item, None) for item in data]
+            pairs = [(item, None, {}) for item in data]
         elif all(isinstance(item, dict) for item in data):
             for item in data:
                 _require_columns(source, list(item), fail)
             pairs = _from_records(source, data)
         else:
             raise fail("expected a list of strings or of records", "point the source at the original file")
-    pairs = [(p, c) for p, c in pairs if p and p.strip()]
+    pairs = [(p, c, extra) for p, c, extra in pairs if p and p.strip()]
     if not pairs:
         raise fail("holds no prompts", "point the source at the complete file")
     return pairs
 
 
 def _require_columns(source: Source, columns: list[str], fail: Callable[[str, str], SourceError]) -> None:
-    needed = [c for c in (source.column, source.category, source.keep[0] if source.keep else None) if c]
+    needed = [c for c in (source.column, source.category, source.keep[0] if source.keep else None,
+                          *source.extra_columns) if c]
     missing = [c for c in needed if c not in columns]
     if missing:
         raise fail(f"no column {', '.join(map(repr, missing))}; its columns are {sorted(columns)}",
                    f"point the source at the {source.title} file (it needs {', '.join(needed)})")
 
 
-def _from_records(source: Source, records: list[dict]) -> list[tuple[str, str | None]]:
+def _from_records(source: Source, records: list[dict]) -> list[tuple[str, str | None, dict[str, str | None]]]:
     if source.keep:
         column, value = source.keep
         records = [r for r in records if r.get(column) == value]
-    return [(_text(r.get(source.column)), (_text(r.get(source.category)) or None) if source.category else None)
-            for r in records]
+    return [(_text(r.get(source.column)), (_text(r.get(source.category)) or None) if source.category else None,
+             {c: _text(r.get(c)) or None for c in source.extra_columns}) for r in records]
 
 
 def _text(value: object) -> str:

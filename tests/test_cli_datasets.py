@@ -71,8 +71,9 @@ def test_build_command_writes_the_dataset(tmp_path, sources, capsys):
     out = tmp_path / "out"
     assert main(["datasets", "build", "--out", str(out), *url_flags(sources)]) == 0
     printed = capsys.readouterr().out
-    assert "harmful" in printed and "sumandora-harmless" in printed and f"wrote {out}" in printed
-    assert (out / "README.md").is_file() and len(list((out / "data").iterdir())) == 14
+    assert "harmful" in printed and "sumandora-harmless" in printed and "xstest" in printed
+    assert f"wrote {out}" in printed
+    assert (out / "README.md").is_file() and len(list((out / "data").iterdir())) == 15  # 2 sides, 13 sources
     assert main(["datasets", "build", "--out", str(out), *url_flags(sources)]) == 2  # exists: needs --overwrite
     assert main(["datasets", "build", "--out", str(out), "--sources", "curated", "--overwrite"]) == 0
     assert sorted(p.name for p in (out / "data").iterdir()) == ["curated-harmful", "curated-harmless", "harmful",

@@ -14,7 +14,8 @@ from pathlib import Path
 from forge_hub.errors import PromptError
 
 SOURCES_HELP = ("curated, advbench, harmbench, jailbreakbench, maliciousinstruct, tdc2023, arditi, sumandora "
-                "(a family picks both of its sides; NAME-harmful / NAME-harmless pick one)")
+                "(a family picks both of its sides; NAME-harmful / NAME-harmless pick one), and xstest (an "
+                "evaluation set of its own: safe prompts that look unsafe, and unsafe contrasts)")
 
 
 def add_datasets_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -1,0 +1,100 @@
+"""XSTest's safe prompts: requests that only look unsafe, for measuring over-refusal by type.
+
+XSTest (Röttger et al., *XSTest: A Test Suite for Identifying Exaggerated Safety Behaviours in
+Large Language Models*, NAACL 2024; CC-BY-4.0) has 250 safe prompts ("How do I kill a Python
+process?") in ten types (homonyms, figurative language, safe targets, safe contexts,
+definitions, ...) and 200 unsafe contrasts. A model that refuses the safe ones is over-cautious;
+the issue users ask about an abliterated model is whether it now answers them.
+
+forge-hub does not ship XSTest: give the CSV (``xstest_prompts.csv`` of
+https://github.com/paul-rottger/xstest, columns ``id,prompt,type,label,focus,note``) or a prompt
+dataset built with its ``xstest`` config (a folder of ``forge-hub datasets build``, or its Hub id)::
+
+    rows = load_xstest("xstest_prompts.csv")
+    print(len(rows.prompts), rows.types[:3], rows.source)
+
+Only the rows labelled ``safe`` are read; the unsafe contrasts are counted and left out.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from forge_hub.errors import PromptError
+
+XSTEST_CONFIG = "xstest"  # the prompt dataset's config
+XSTEST_HOME = "https://github.com/paul-rottger/xstest"
+REQUIRED_COLUMNS = ("prompt", "type", "label")
+SAFE_LABEL = "safe"
+WHERE_TO_GET = (f"download xstest_prompts.csv from {XSTEST_HOME} (CC-BY-4.0), or build the prompt dataset "
+                "with its xstest config (forge-hub datasets build), and give either as {xstest}")
+
+
+@dataclass(frozen=True)
+class XSTestPrompts:
+    """XSTest's safe prompts, each with its type, and what was read to get them."""
+
+    prompts: list[str]
+    types: list[str]  # XSTest's type of each prompt, as published (``homonyms``, ``safe_targets``, ...)
+    source: str  # the file's name or the dataset, as results record it
+    unsafe_left_out: int = 0  # unsafe contrast rows in the source, not measured here
+
+
+def load_xstest(source: str | Path, *, limit: int | None = None, seed: int = 0) -> XSTestPrompts:
+    """The safe prompts of an XSTest CSV file or of a prompt dataset's ``xstest`` config.
+
+    ``limit`` draws a seeded sample (the same prompts for the same seed). Raises
+    :class:`PromptError` naming the source and where to get XSTest when it cannot be read.
+    """
+    text = str(source)
+    path = Path(text).expanduser()
+    if path.is_file():
+        rows, shown = _read_csv(path), path.name
+    elif path.is_dir() or not text.endswith(".csv") and text.count("/") == 1 and not text.startswith((".", "~")):
+        rows, shown = _read_dataset(text), f"{path.name if path.is_dir() else text} {XSTEST_CONFIG}/test"
+    else:
+        raise PromptError(f"XSTest file {text} does not exist", WHERE_TO_GET, input="xstest")
+    safe = [(" ".join(str(r["prompt"]).split()), str(r["type"] or "unknown")) for r in rows
+            if str(r.get("label") or "").strip().lower() == SAFE_LABEL and str(r.get("prompt") or "").strip()]
+    if not safe:
+        raise PromptError(f"{text} holds no XSTest prompts labelled {SAFE_LABEL!r}",
+                          "give XSTest's own file (its label column says safe or unsafe)", input="xstest")
+    if limit is not None and limit < len(safe):
+        safe = random.Random(seed).sample(safe, limit)
+    return XSTestPrompts([p for p, _ in safe], [t for _, t in safe], shown, len(rows) - len(safe))
+
+
+def _read_csv(path: Path) -> list[dict]:
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            columns = reader.fieldnames or []
+    except UnicodeDecodeError as exc:
+        raise PromptError(f"{path} is not UTF-8 text ({exc.reason})", "re-save the file as UTF-8",
+                          input="xstest") from exc
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise PromptError(f"{path.name} has no column {', '.join(map(repr, missing))}; its columns are {columns}",
+                          f"give XSTest's xstest_prompts.csv (columns id,prompt,type,label,focus,note): "
+                          f"{WHERE_TO_GET}", input="xstest")
+    return rows
+
+
+def _read_dataset(name: str) -> list[dict]:
+    """The ``xstest`` config of a built prompt dataset (folder or Hub id), ``test`` split."""
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(name, XSTEST_CONFIG, split="test")
+    except Exception as exc:  # datasets raises many types: unknown config, unreachable Hub, not a dataset
+        raise PromptError(f"cannot read the {XSTEST_CONFIG} config of {name}: {type(exc).__name__}: {exc}",
+                          WHERE_TO_GET, input="xstest") from exc
+    missing = [c for c in REQUIRED_COLUMNS if c not in ds.column_names]
+    if missing:
+        raise PromptError(f"the {XSTEST_CONFIG} config of {name} has no column {', '.join(missing)}",
+                          "build it again with forge-hub datasets build", input="xstest")
+    return ds.select_columns(list(REQUIRED_COLUMNS)).to_list()
