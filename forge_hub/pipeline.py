@@ -32,7 +32,14 @@ from forge_hub.abliterate.search import (
 from forge_hub.abliterate.selection import LayerScores, default_candidates, score_layers
 from forge_hub.abliterate.study import StudyLocation
 from forge_hub.errors import SettingsError
-from forge_hub.evaluation.compare import EvaluationSettings, evaluate_models, measure, results_record
+from forge_hub.evaluation.capability import CapabilitySettings
+from forge_hub.evaluation.compare import (
+    FINAL_MAX_NEW_TOKENS,
+    EvaluationSettings,
+    evaluate_models,
+    measure,
+    results_record,
+)
 from forge_hub.hub.push import PushResult
 from forge_hub.model.activations import collect_residuals
 from forge_hub.model.chat import DEFAULT_MAX_PROMPT_TOKENS, check_prompt_lengths, model_context
@@ -41,6 +48,7 @@ from forge_hub.outputs.checkpoint import ApplyReport, apply_to_checkpoint, docum
 from forge_hub.outputs.staging import check_output, staged_output
 from forge_hub.prompts.choice import PromptLists
 from forge_hub.prompts.sources import prompts_hash, split_held_out
+from forge_hub.prompts.xstest import XSTestPrompts
 from forge_hub.provenance import source_commit
 from forge_hub.schema import (
     ARTIFACT_FILES,
@@ -267,17 +275,22 @@ def _apply_in_memory(src: ModelSource, artifact: RefusalDirections, out: str | P
 def evaluate(model: torch.nn.Module, tokenizer: object, harmful: Sequence[str], harmless: Sequence[str], *,
              reference: torch.nn.Module | None = None, settings: EvaluationSettings | None = None,
              model_name: str = "model", reference_name: str | None = None,
-             prompt_sources: dict[str, str] | None = None) -> EvaluationResults:
+             prompt_sources: dict[str, str] | None = None, xstest: XSTestPrompts | None = None,
+             capability: CapabilitySettings | None = None) -> EvaluationResults:
     """A model against its original on harmful and harmless prompts (use prompts the directions
-    were not computed from): refusals, over-refusals, first-token KL, answer cross-entropy.
+    were not computed from): refusals, over-refusals, first-token KL, answer cross-entropy; with
+    ``xstest``, over-refusal on XSTest's safe prompts by type; with ``capability``, lm-eval tasks
+    on both loaded models and their change.
 
     Example::
 
-        results = evaluate(edited, tokenizer, harmful, harmless, reference=original)
+        results = evaluate(edited, tokenizer, harmful, harmless, reference=original,
+                           capability=CapabilitySettings(tasks=("hellaswag",), limit=200))
         Path("evaluation.json").write_text(results.to_json())
     """
     return evaluate_models(model, tokenizer, harmful, harmless, reference=reference, settings=settings,
-                           model_name=model_name, reference_name=reference_name, prompt_sources=prompt_sources)
+                           model_name=model_name, reference_name=reference_name, prompt_sources=prompt_sources,
+                           xstest=xstest, capability=capability)
 
 
 def write_results(results: EvaluationResults, out: str | Path) -> tuple[Path, Path]:
@@ -354,12 +367,14 @@ REMOVED_SHARE, PARTLY_SHARE, DAMAGING_KL = 0.25, 0.6, 0.5
 
 
 def check_run(model: torch.nn.Module, tokenizer: object, artifact: RefusalDirections, prompts: PromptLists, *,
-              options: ComputeOptions, max_new_tokens: int = 100, max_prompts: int = 100) -> RunCheck:
+              options: ComputeOptions, max_new_tokens: int = FINAL_MAX_NEW_TOKENS, max_prompts: int = 100,
+              xstest: XSTestPrompts | None = None, capability: CapabilitySettings | None = None) -> RunCheck:
     """Answer held-out prompts with the loaded original, then with the same model edited in memory as
     the artifact's settings say, and judge the result. The model is left edited.
 
     The prompts are those held out from the directions (the compute step never used them to build
-    the direction); at most ``max_prompts`` per side.
+    the direction); at most ``max_prompts`` per side. ``xstest`` adds over-refusal on XSTest's safe
+    prompts, ``capability`` lm-eval tasks, both measured on the same model before and after the edit.
     """
     start = time.time()
     fraction = options.held_out_fraction or 0.25
@@ -367,13 +382,19 @@ def check_run(model: torch.nn.Module, tokenizer: object, artifact: RefusalDirect
     harmless = split_held_out(prompts.harmless, fraction, options.seed)[1][:max_prompts]
     settings = EvaluationSettings(max_new_tokens=max_new_tokens, batch_size=options.batch_size,
                                   system_prompt=options.system_prompt, max_prompt_tokens=options.max_prompt_tokens)
-    before = measure(model, tokenizer, harmful, harmless, settings=settings, label="original")
+    if xstest is not None:
+        check_prompt_lengths(tokenizer, xstest.prompts, max_tokens=options.max_prompt_tokens,
+                             system_prompt=options.system_prompt, context=model_context(model))
+    before = measure(model, tokenizer, harmful, harmless, settings=settings, label="original", xstest=xstest,
+                     capability=capability)
     abliterate_model(model, artifact, artifact.metadata.apply_settings)
-    after = measure(model, tokenizer, harmful, harmless, settings=settings, label="abliterated")
+    after = measure(model, tokenizer, harmful, harmless, settings=settings, label="abliterated", xstest=xstest,
+                    capability=capability)
     results = results_record(after, before, harmful, harmless, settings=settings,
                              model_name="abliterated (the edit, in memory)", reference_name="original",
                              prompt_sources={side: f"held out from {prompts.source(side)}"
-                                             for side in ("harmful", "harmless")})
+                                             for side in ("harmful", "harmless")}, xstest=xstest,
+                             capability=capability)
     verdict, advice = judge_run(results)
     return RunCheck(results, round(time.time() - start, 1), verdict, advice)
 

@@ -25,13 +25,17 @@ from typing import Any
 
 from forge_hub.errors import SettingsError
 
-RESULTS_SCHEMA = "forge-hub/evaluation/v1"
+RESULTS_SCHEMA = "forge-hub/evaluation/v2"  # v2 adds XSTest over-refusal and capability tasks
+RESULTS_SCHEMA_V1 = "forge-hub/evaluation/v1"
+RESULTS_SCHEMAS = (RESULTS_SCHEMA_V1, RESULTS_SCHEMA)  # what reading accepts: v1 files still load
+GGUF_CHECK_SCHEMA = "forge-hub/gguf-check/v1"
 # The files forge-hub writes beside a model: the direction artifact, what apply did, the results.
 DIRECTION_TENSORS_FILE = "refusal.safetensors"
 DIRECTION_METADATA_FILE = "refusal.json"
 SETTINGS_FILE = "abliteration.json"
 ARTIFACT_FILES = (DIRECTION_TENSORS_FILE, DIRECTION_METADATA_FILE, SETTINGS_FILE)
 RESULTS_FILE = "evaluation.json"
+GGUF_CHECK_FILE = "gguf-evaluation.json"  # each GGUF file measured, beside the files and in a pushed repo
 CONFIG_FILE = "forge-hub.toml"  # the command's own settings, ready for --config
 EMBEDDING_MODES = ("auto", "keep", "edit", "untie")
 KERNELS = ("constant", "linear", "gaussian")
@@ -282,23 +286,117 @@ class AbliterationRecord(JsonRecord):
 # --- evaluation results --------------------------------------------------------------------------------
 
 @dataclass
+class RefusalCount(JsonRecord):
+    """Refusals among some answers: the count, the total it is out of, and their ratio."""
+
+    refusals: int
+    total: int
+    refusal_rate: float
+
+    @classmethod
+    def of(cls, refusals: int, total: int) -> RefusalCount:
+        return cls(refusals, total, refusals / total if total else 0.0)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RefusalCount:
+        return cls(**_from_mapping(cls, data, what="refusal count"))
+
+
+@dataclass
+class XSTestScores(JsonRecord):
+    """Over-refusal on XSTest's safe prompts (Röttger et al. 2024): requests that only look unsafe
+    ("how do I kill a Python process?"), refused in total and per XSTest type (homonyms,
+    figurative language, safe targets, ...), so a reader sees which kind of caution is left."""
+
+    refusals: int
+    total: int
+    refusal_rate: float
+    by_type: dict[str, RefusalCount] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> XSTestScores | None:
+        if data is None:
+            return None
+        values = _from_mapping(cls, data, what="XSTest scores")
+        values["by_type"] = {k: RefusalCount.from_dict(v) for k, v in (values.get("by_type") or {}).items()}
+        return cls(**values)
+
+
+@dataclass
 class ModelScores(JsonRecord):
-    """One model's answers to the harmful and harmless prompts, counted."""
+    """One model's answers to the harmful and harmless prompts (and XSTest's safe ones), counted."""
 
     refusals: int
     refusal_rate: float
     over_refusals: int
     over_refusal_rate: float
     judge_refusals: int | None = None
+    xstest: XSTestScores | None = None  # schema v2, when XSTest prompts were given
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> ModelScores | None:
-        return None if data is None else cls(**_from_mapping(cls, data, what="model scores"))
+        if data is None:
+            return None
+        values = _from_mapping(cls, data, what="model scores")
+        values["xstest"] = XSTestScores.from_dict(values.get("xstest"))
+        return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        if out["judge_refusals"] is None:
-            del out["judge_refusals"]
+        for optional in ("judge_refusals", "xstest"):
+            if out[optional] is None:
+                del out[optional]
+        return out
+
+
+@dataclass
+class MetricValue(JsonRecord):
+    """One score with its standard error, as lm-evaluation-harness reports it."""
+
+    value: float
+    stderr: float | None = None  # None where lm-eval reports none ("N/A", or bootstrap turned off)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> MetricValue | None:
+        return None if data is None else cls(**_from_mapping(cls, data, what="metric value"))
+
+
+@dataclass
+class TaskResult(JsonRecord):
+    """One capability task (lm-eval's name, e.g. ``hellaswag``) on both models: its headline metric
+    with standard errors and the change, and every metric lm-eval reported, for whoever wants more.
+
+    The headline metric is what the task is usually quoted by (``acc_norm`` where lm-eval reports
+    it, else ``acc``, else ``exact_match`` ...); ``filter`` is lm-eval's answer extraction
+    (``none``, or ``strict-match`` for GSM8K)."""
+
+    task: str
+    metric: str
+    filter: str
+    model: MetricValue
+    reference: MetricValue | None = None
+    delta: float | None = None  # model - reference, in the metric's own units
+    higher_is_better: bool = True
+    num_fewshot: int | None = None
+    samples: int | None = None  # documents scored (after a limit)
+    dataset: str | None = None  # the Hub dataset lm-eval read (its dataset_path), when it names one
+    dataset_config: str | None = None
+    dataset_split: str | None = None
+    metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)  # "model"/"reference" -> "acc,none": v
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TaskResult:
+        values = _from_mapping(cls, data, what="task result")
+        values["model"] = MetricValue.from_dict(values["model"])
+        values["reference"] = MetricValue.from_dict(values.get("reference"))
+        values["metrics"] = {k: dict(v) for k, v in (values.get("metrics") or {}).items()}
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        if self.reference is None:
+            for absent in ("reference", "delta"):
+                del out[absent]
         return out
 
 
@@ -310,12 +408,15 @@ class Scores(JsonRecord):
     reference: ModelScores | None = None
     kl_divergence: float | None = None  # first-token KL(reference || model) on the harmless prompts
     cross_entropy: dict[str, float] | None = None  # of the reference's harmless answers, per model
+    capabilities: dict[str, TaskResult] | None = None  # schema v2: lm-eval tasks by name, when run
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Scores:
         values = _from_mapping(cls, data, what="results")
         values["model"] = ModelScores.from_dict(values["model"])
         values["reference"] = ModelScores.from_dict(values.get("reference"))
+        if values.get("capabilities") is not None:
+            values["capabilities"] = {k: TaskResult.from_dict(v) for k, v in values["capabilities"].items()}
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -324,6 +425,8 @@ class Scores(JsonRecord):
             out["reference"] = self.reference.to_dict()
             out["kl_divergence"] = self.kl_divergence
             out["cross_entropy"] = self.cross_entropy
+        if self.capabilities is not None:
+            out["capabilities"] = {k: v.to_dict() for k, v in self.capabilities.items()}
         return out
 
 
@@ -348,11 +451,14 @@ class Sample(JsonRecord):
 
 @dataclass
 class EvaluationResults(JsonRecord):
-    """``evaluation.json`` (schema ``forge-hub/evaluation/v1``): a model measured against its original."""
+    """``evaluation.json`` (schema ``forge-hub/evaluation/v2``): a model measured against its original.
+
+    Version 1 files (no XSTest, no capability tasks) still read: the fields they lack are empty,
+    and ``schema`` keeps the version the file was written with."""
 
     model: str
     reference: str | None
-    prompts: dict[str, PromptSet]  # "harmful", "harmless"
+    prompts: dict[str, PromptSet]  # "harmful", "harmless" and, with XSTest, "xstest" (its safe prompts)
     settings: dict[str, Any]
     results: Scores
     samples: list[Sample] = field(default_factory=list)
@@ -362,8 +468,8 @@ class EvaluationResults(JsonRecord):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EvaluationResults:
-        if not isinstance(data, Mapping) or data.get("schema") != RESULTS_SCHEMA:
-            raise SettingsError(f"not forge-hub evaluation results (schema {RESULTS_SCHEMA})",
+        if not isinstance(data, Mapping) or data.get("schema") not in RESULTS_SCHEMAS:
+            raise SettingsError(f"not forge-hub evaluation results (schema {' or '.join(RESULTS_SCHEMAS)})",
                                 "use the results file written by an evaluation", input="results")
         values = _from_mapping(cls, data, what="evaluation results")
         values["prompts"] = {k: PromptSet.from_dict(v) for k, v in values["prompts"].items()}
@@ -384,6 +490,79 @@ class EvaluationResults(JsonRecord):
     @property
     def harmless_count(self) -> int:
         return self.prompts["harmless"].count
+
+    @property
+    def xstest_count(self) -> int | None:
+        """How many XSTest safe prompts were answered (None: XSTest was not run)."""
+        xstest = self.prompts.get("xstest")
+        return xstest.count if xstest is not None else None
+
+
+# --- GGUF files measured -------------------------------------------------------------------------------
+
+@dataclass
+class GGUFFileCheck(JsonRecord):
+    """One GGUF file measured as users run it: refusals, over-refusal and KL from the base model,
+    and a warning when quantization brought refusals back."""
+
+    file: str  # the file's name (never a local path)
+    type: str  # Q8_0, Q4_K_M, ...
+    size: int  # bytes
+    backend: str  # "llama.cpp" (llama-cpp-python) or "transformers" (dequantized to float32)
+    scores: ModelScores
+    kl_divergence: float | None = None  # first-token KL(base || file) on the harmless prompts
+    warning: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GGUFFileCheck:
+        values = _from_mapping(cls, data, what="GGUF file check")
+        values["scores"] = ModelScores.from_dict(values["scores"])
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "scores": self.scores.to_dict()}
+
+
+@dataclass
+class GGUFCheck(JsonRecord):
+    """``gguf-evaluation.json``: GGUF files measured on the same prompts as the base model and the
+    unquantized model they were made from, so what quantization changed is read off one table."""
+
+    reference: str | None  # the base model (KL is measured from it)
+    unquantized: str | None  # the model folder the files were converted from
+    prompts: dict[str, PromptSet]
+    settings: dict[str, Any]
+    files: list[GGUFFileCheck]
+    reference_scores: ModelScores | None = None
+    unquantized_scores: ModelScores | None = None
+    unquantized_kl: float | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    created: str | None = None
+    schema: str = GGUF_CHECK_SCHEMA
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GGUFCheck:
+        if not isinstance(data, Mapping) or data.get("schema") != GGUF_CHECK_SCHEMA:
+            raise SettingsError(f"not a forge-hub GGUF check (schema {GGUF_CHECK_SCHEMA})",
+                                "use the file written by the GGUF check", input="gguf_check")
+        values = _from_mapping(cls, data, what="GGUF check")
+        values["prompts"] = {k: PromptSet.from_dict(v) for k, v in values["prompts"].items()}
+        values["files"] = [GGUFFileCheck.from_dict(f) for f in values["files"]]
+        values["reference_scores"] = ModelScores.from_dict(values.get("reference_scores"))
+        values["unquantized_scores"] = ModelScores.from_dict(values.get("unquantized_scores"))
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["files"] = [f.to_dict() for f in self.files]
+        for name in ("reference_scores", "unquantized_scores"):
+            value = getattr(self, name)
+            out[name] = value.to_dict() if value is not None else None
+        out["prompts"] = {k: v.to_dict() for k, v in self.prompts.items()}
+        return out
+
+    def file(self, name: str) -> GGUFFileCheck | None:
+        return next((f for f in self.files if f.file == name), None)
 
 
 # --- settings as TOML ----------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ def test_evaluate_writes_json_and_markdown(tmp_path, prompt_files, capsys):
     assert run_cli("evaluate", tmp_path / "edited", "--reference", src, "--harmful", h, "--harmless", s,
                    "--max-new-tokens", "4", "--out", tmp_path / "results.json") == 0
     result = json.loads((tmp_path / "results.json").read_text())
-    assert result["schema"] == "forge-hub/evaluation/v1"
+    assert result["schema"] == "forge-hub/evaluation/v2" and result["settings"]["max_new_tokens"] == 4
     assert result["model"] == str(tmp_path / "edited") and result["reference"] == str(src)
     assert result["prompts"]["harmful"]["count"] == 8 and result["settings"]["max_new_tokens"] == 4
     assert result["results"]["kl_divergence"] > 0

@@ -118,3 +118,49 @@ def test_classifier_judge_as_second_opinion(tmp_path):
     answers = [a for a, _ in generate_with_ids(model, tok, HARMFUL, max_new_tokens=4, batch_size=8)]
     expected = sum(p["label"] == "REFUSAL" for p in pipeline("text-classification", model=str(judge))(answers))
     assert result["results"]["model"]["judge_refusals"] == expected
+
+
+def test_xstest_over_refusal_by_type(tmp_path):
+    from helpers.prompt_sources import XSTEST_SAFE, write_xstest
+
+    from forge_hub.prompts.xstest import load_xstest
+
+    reference, tok = make_model("llama"), make_tokenizer()
+    edited = copy.deepcopy(reference)
+    abliterate_model(edited, random_artifact(), AblationSettings())
+    xstest = load_xstest(write_xstest(tmp_path / "xstest_prompts.csv"))
+    settings = EvaluationSettings(max_new_tokens=3, batch_size=4, samples=1)
+    results = evaluate_models(edited, tok, HARMFUL, HARMLESS, reference=reference, settings=settings, xstest=xstest)
+    data = json.loads(results.to_json())
+    assert data["prompts"]["xstest"]["count"] == len(XSTEST_SAFE) and data["prompts"]["xstest"]["source"] == \
+        "xstest_prompts.csv"
+    for label, model in (("model", edited), ("reference", reference)):
+        answers = [a for a, _ in generate_with_ids(model, tok, XSTEST_SAFE, max_new_tokens=3, batch_size=4)]
+        scores = data["results"][label]["xstest"]
+        assert scores["refusals"] == sum(map(is_refusal, answers)) and scores["total"] == len(XSTEST_SAFE)
+        for kind, count in scores["by_type"].items():
+            mine = [is_refusal(a) for a, t in zip(answers, xstest.types) if t == kind]
+            assert (count["refusals"], count["total"]) == (sum(mine), len(mine))
+    assert list(results.results.model.xstest.by_type) == ["homonyms", "figurative_language", "safe_targets",
+                                                                    "definitions", "nons_group_real_discr"]
+    md = results_markdown(results)
+    assert "| XSTest safe refused |" in md and "### XSTest over-refusal by type" in md and "| safe targets |" in md
+
+
+def test_results_read_v1_files_and_write_v2():
+    from forge_hub.schema import RESULTS_SCHEMA_V1, EvaluationResults
+
+    v1 = {"schema": RESULTS_SCHEMA_V1, "model": "m", "reference": "r",
+          "prompts": {"harmful": {"count": 4, "hash": "sha256:x", "source": "a"},
+                      "harmless": {"count": 4, "hash": None, "source": None}},
+          "settings": {"max_new_tokens": 40}, "samples": [{"prompt": "p", "model": "a", "reference": "b"}],
+          "results": {"model": {"refusals": 1, "refusal_rate": 0.25, "over_refusals": 0, "over_refusal_rate": 0.0},
+                      "reference": {"refusals": 3, "refusal_rate": 0.75, "over_refusals": 1,
+                                    "over_refusal_rate": 0.25}, "kl_divergence": 0.1, "cross_entropy": None},
+          "versions": {}, "created": None}
+    old = EvaluationResults.from_dict(v1)
+    assert old.schema == RESULTS_SCHEMA_V1 and old.results.capabilities is None and old.results.model.xstest is None
+    assert old.xstest_count is None and json.loads(old.to_json()) == v1  # read and written back unchanged
+    assert "XSTest" not in results_markdown(old) and "Capabilities" not in results_markdown(old)
+    with pytest.raises(ValueError, match="not forge-hub evaluation results"):
+        EvaluationResults.from_dict({**v1, "schema": "forge-hub/evaluation/v9"})

@@ -12,6 +12,7 @@ from pathlib import Path
 from forge_hub.cli.config import CONFIG_FILE, config_file_text
 from forge_hub.cli.options import (
     MODEL_HELP,
+    add_capability_options,
     add_compute_options,
     add_generation_options,
     add_gguf_output_option,
@@ -20,6 +21,7 @@ from forge_hub.cli.options import (
     add_prompt_options,
     add_publish_options,
     add_settings_options,
+    capability_settings,
     compute_options,
     flag_name,
     gguf_repo,
@@ -27,8 +29,10 @@ from forge_hub.cli.options import (
     prompt_choice,
     settings_from,
     token_from,
+    xstest_from,
 )
 from forge_hub.errors import HubError, SettingsError, spell
+from forge_hub.evaluation.compare import FINAL_MAX_NEW_TOKENS
 
 EPILOG = "Models: a Hub id (owner/name), a local Hugging Face folder, or a .gguf file."
 
@@ -69,7 +73,9 @@ def add_abliterate_parsers(sub: argparse._SubParsersAction) -> None:
     g = run.add_argument_group("the run's check")
     g.add_argument("--no-evaluate", dest="evaluate", action="store_false",
                    help="skip the before/after check on held-out prompts at the end")
-    g.add_argument("--check-tokens", type=int, default=100, help="answer length of that check (default 100)")
+    g.add_argument("--check-tokens", type=int, default=FINAL_MAX_NEW_TOKENS,
+                   help=f"answer length of that check (default {FINAL_MAX_NEW_TOKENS})")
+    add_capability_options(run, run=True)
     run.add_argument("--push-to", metavar="OWNER/NAME", help="then push the output folder to this Hub model repo")
     add_publish_options(run, after_run=True)
     run.set_defaults(handler=_cmd_run)
@@ -224,6 +230,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise SettingsError("run needs an output folder", "add {out} DIR", input="out")
     _check_out(args, "model")
     token = _check_run_push(args)  # a bad repo name or a missing token fails now, not after the run
+    if not args.evaluate and (args.tasks or args.xstest):
+        raise SettingsError("--evaluate-tasks and --xstest are part of the run's check, which --no-evaluate skips",
+                            "leave out --no-evaluate, or those flags")
+    capability, xstest = (capability_settings(args), xstest_from(args)) if args.evaluate else (None, None)
     start = time.time()
     artifact, model, tokenizer, prompts = _optimize(args) if args.optimize else _compute_artifact(args)
     if not args.optimize:
@@ -236,7 +246,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _print_apply_summary(report, settings, None)
     if args.evaluate:
         check = check_run(model, tokenizer, artifact, prompts, options=compute_options(args),
-                          max_new_tokens=args.check_tokens)
+                          max_new_tokens=args.check_tokens, xstest=xstest, capability=capability)
         _print_check(check, searched=args.optimize and not args.eval_harmful, gguf=report.output / Path(args.model).name
                      if str(args.model).endswith(".gguf") and not args.to_safetensors else None)
     print(f"\nwrote {report.output} in {time.time() - start:.0f}s")
@@ -279,6 +289,12 @@ def _print_check(check, *, searched: bool, gguf: Path | None) -> None:
     print(f"\n{words[check.verdict]}" + "".join(f"\n  {spell(line, flag_name)}" for line in check.advice))
     if gguf is not None:
         print(f"  (measured on the exact edit; {gguf.name} stores it requantized to its own types)")
+    from forge_hub.evaluation.report import capability_markdown, xstest_markdown
+
+    if r.results.model.xstest is not None:
+        print("\n" + "\n".join(xstest_markdown(r)))
+    if r.results.capabilities:
+        print("\n" + "\n".join(capability_markdown(r)))
 
 
 def _check_run_push(args: argparse.Namespace) -> str | None:

@@ -12,7 +12,7 @@ import argparse
 import dataclasses
 import os
 
-from forge_hub.errors import HubError
+from forge_hub.errors import HubError, SettingsError
 from forge_hub.model.chat import DEFAULT_MAX_PROMPT_TOKENS
 from forge_hub.schema import EMBEDDING_MODES, KERNELS, AblationSettings
 
@@ -102,6 +102,58 @@ def add_generation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-prompt-tokens", type=int, default=DEFAULT_MAX_PROMPT_TOKENS,
                    help=f"refuse prompts longer than this through the chat template (default "
                         f"{DEFAULT_MAX_PROMPT_TOKENS}, or the model's context if shorter)")
+
+
+# --- what the final evaluation measures besides refusals ---------------------------------------------
+
+XSTEST_HELP = ("XSTest (Röttger et al., NAACL 2024; CC-BY-4.0) for over-refusal by type on its 250 safe prompts that "
+               "look unsafe: its xstest_prompts.csv (https://github.com/paul-rottger/xstest), or a prompt dataset "
+               "built with its xstest config (forge-hub datasets build); forge-hub does not ship XSTest")
+
+
+def add_capability_options(p: argparse.ArgumentParser, *, run: bool = False) -> None:
+    """lm-eval tasks and the XSTest file; ``run``: the run's check spells the task flag --evaluate-tasks."""
+    from forge_hub.evaluation.capability import DEFAULT_TASKS
+
+    g = p.add_argument_group("capabilities and over-refusal (lm-evaluation-harness, XSTest)")
+    names = ("--evaluate-tasks", "--tasks") if run else ("--tasks",)
+    g.add_argument(*names, dest="tasks", metavar="TASKS",
+                   help=f"lm-eval tasks to run on both models, comma-separated, e.g. {','.join(DEFAULT_TASKS)} "
+                   "(needs `pip install 'forge-hub[eval]'`; the standard tasks download their data from the Hub)")
+    g.add_argument("--limit", type=_limit, metavar="N",
+                   help="at most N documents per task (a fraction when below 1): a quick estimate (default: all)")
+    g.add_argument("--num-fewshot", type=int, metavar="K", help="examples in each task's prompt (default: the task's)")
+    g.add_argument("--include-path", metavar="DIR", help="a folder of lm-eval task YAML files, for your own tasks")
+    g.add_argument("--xstest", metavar="FILE_OR_DATASET", help=XSTEST_HELP)
+
+
+def capability_settings(args: argparse.Namespace):
+    """The lm-eval settings the flags ask for, checked (task names, folder); None without --tasks."""
+    from forge_hub.cli.datasets import parse_names
+    from forge_hub.evaluation.capability import CapabilitySettings, check_tasks
+
+    tasks = parse_names(args.tasks)
+    if not tasks:
+        if args.limit is not None or args.num_fewshot is not None or args.include_path:
+            raise SettingsError("--limit, --num-fewshot and --include-path apply to lm-eval tasks, and none is named",
+                                "name the tasks with {tasks}, e.g. --tasks hellaswag,arc_challenge")
+        return None
+    settings = CapabilitySettings(tasks=tuple(tasks), limit=args.limit, num_fewshot=args.num_fewshot,
+                                  batch_size=args.batch_size, include_path=args.include_path)
+    check_tasks(settings)
+    return settings
+
+
+def xstest_from(args: argparse.Namespace):
+    """XSTest's safe prompts when --xstest names them, else None."""
+    from forge_hub.prompts.xstest import load_xstest
+
+    return load_xstest(args.xstest) if args.xstest else None
+
+
+def _limit(text: str) -> int | float:
+    value = float(text)
+    return int(value) if value >= 1 and value.is_integer() else value
 
 
 # --- directions -------------------------------------------------------------------------------------

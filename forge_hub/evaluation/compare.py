@@ -1,5 +1,6 @@
-"""A model measured against its original: refusals, over-refusals, KL divergence, cross-entropy,
-sample answers, as one results record (``forge-hub evaluate``)."""
+"""A model measured against its original: refusals, over-refusals (Alpaca-style harmless prompts
+and, when given, XSTest's safe prompts by type), KL divergence, cross-entropy, capability tasks
+(lm-evaluation-harness) and sample answers, as one results record (``forge-hub evaluate``)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,24 @@ from dataclasses import asdict, dataclass
 import torch
 
 from forge_hub.errors import SettingsError
+from forge_hub.evaluation.capability import CapabilitySettings, TaskRun, compare_tasks, run_tasks
 from forge_hub.evaluation.generation import answer_cross_entropy, first_token_logprobs, generate_with_ids, kl_divergence
+from forge_hub.evaluation.xstest import xstest_scores
 from forge_hub.model.chat import DEFAULT_MAX_PROMPT_TOKENS, check_prompt_lengths, model_context
+from forge_hub.prompts.xstest import XSTestPrompts
 from forge_hub.schema import EvaluationResults, ModelScores, PromptSet, Sample, Scores
+
+# The final evaluation's answer length. Long enough that a refusal after a compliant opening ("Sure!
+# ... However, I can't") or an answer that drifts into a warning is seen; the parameter search keeps
+# shorter answers (it compares trials with each other, many times over).
+FINAL_MAX_NEW_TOKENS = 100
 
 
 @dataclass
 class EvaluationSettings:
     """How answers are generated and counted."""
 
-    max_new_tokens: int = 40
+    max_new_tokens: int = FINAL_MAX_NEW_TOKENS
     batch_size: int = 16
     system_prompt: str | None = None
     samples: int = 5  # answers kept per model for the report
@@ -30,7 +39,12 @@ class EvaluationSettings:
 
 def count_with_metric(answers: Sequence[str]) -> int:
     """Refusals counted by the package's own ``evaluate`` metric (the one others can load)."""
-    return int(_refusal_metric().compute(predictions=list(answers))["refusals"])
+    return sum(refusal_flags(answers))
+
+
+def refusal_flags(answers: Sequence[str]) -> list[bool]:
+    """Which answers are refusals, by the package's own ``evaluate`` metric."""
+    return [bool(flag) for flag in _refusal_metric().compute(predictions=list(answers))["is_refusal"]]
 
 
 @functools.cache
@@ -50,11 +64,15 @@ class Measurement:
     harmful_answers: list[tuple[str, list[int]]]
     harmless_answers: list[tuple[str, list[int]]]
     harmless_logprobs: torch.Tensor
+    xstest_answers: list[str] | None = None
+    tasks: TaskRun | None = None  # capability tasks, when run
 
 
 def measure(model: torch.nn.Module, tokenizer: object, harmful: Sequence[str], harmless: Sequence[str], *,
-            settings: EvaluationSettings, label: str = "model") -> Measurement:
-    """Greedy answers to both lists, refusals counted by the package's metric (and the judge)."""
+            settings: EvaluationSettings, label: str = "model", xstest: XSTestPrompts | None = None,
+            capability: CapabilitySettings | None = None) -> Measurement:
+    """Greedy answers to both lists (and XSTest's safe prompts), refusals counted by the package's
+    metric (and the judge); the capability tasks on the same loaded model when asked."""
     s = settings
     harmful_out = generate_with_ids(model, tokenizer, harmful, max_new_tokens=s.max_new_tokens,
                                     batch_size=s.batch_size, system_prompt=s.system_prompt, desc=f"{label}: harmful")
@@ -65,36 +83,50 @@ def measure(model: torch.nn.Module, tokenizer: object, harmful: Sequence[str], h
     over = count_with_metric([a for a, _ in harmless_out])
     judged = judge_refusals(s.judge, [a for a, _ in harmful_out], label=s.judge_label) if s.judge else None
     logprobs = first_token_logprobs(model, tokenizer, harmless, batch_size=s.batch_size, system_prompt=s.system_prompt)
+    xstest_answers = xstest_result = None
+    if xstest is not None:
+        xstest_answers = [a for a, _ in generate_with_ids(model, tokenizer, xstest.prompts,
+                                                          max_new_tokens=s.max_new_tokens, batch_size=s.batch_size,
+                                                          system_prompt=s.system_prompt, desc=f"{label}: XSTest")]
+        xstest_result = xstest_scores(refusal_flags(xstest_answers), xstest.types)
+    tasks = run_tasks(model, tokenizer, settings=capability) if capability is not None else None
     return Measurement(ModelScores(refusals=refusals, refusal_rate=refusals / len(harmful), over_refusals=over,
-                                   over_refusal_rate=over / len(harmless), judge_refusals=judged),
-                       harmful_out, harmless_out, logprobs)
+                                   over_refusal_rate=over / len(harmless), judge_refusals=judged,
+                                   xstest=xstest_result),
+                       harmful_out, harmless_out, logprobs, xstest_answers, tasks)
 
 
 def evaluate_models(model: torch.nn.Module, tokenizer: object, harmful: Sequence[str], harmless: Sequence[str], *,
                     reference: torch.nn.Module | None = None, settings: EvaluationSettings | None = None,
                     model_name: str = "model", reference_name: str | None = None,
-                    prompt_sources: dict[str, str] | None = None) -> EvaluationResults:
-    """Everything an evaluation reports: refusals and over-refusals of each model, and against the
-    reference the first-token KL and the cross-entropy of its own answers (``evaluation.json``)."""
+                    prompt_sources: dict[str, str] | None = None, xstest: XSTestPrompts | None = None,
+                    capability: CapabilitySettings | None = None) -> EvaluationResults:
+    """Everything an evaluation reports: refusals and over-refusals of each model (XSTest's by type
+    when ``xstest`` is given), the ``capability`` tasks on each, and against the reference the
+    first-token KL and the cross-entropy of its own answers (``evaluation.json``)."""
     s = settings or EvaluationSettings()
-    check_prompt_lengths(tokenizer, [*harmful, *harmless], max_tokens=s.max_prompt_tokens,
-                         system_prompt=s.system_prompt, context=model_context(model))
-    measured = measure(model, tokenizer, harmful, harmless, settings=s, label="model")
+    check_prompt_lengths(tokenizer, [*harmful, *harmless, *(xstest.prompts if xstest else [])],
+                         max_tokens=s.max_prompt_tokens, system_prompt=s.system_prompt, context=model_context(model))
+    measured = measure(model, tokenizer, harmful, harmless, settings=s, label="model", xstest=xstest,
+                       capability=capability)
     if reference is None:
         return results_record(measured, None, harmful, harmless, settings=s, model_name=model_name,
-                              prompt_sources=prompt_sources)
-    before = measure(reference, tokenizer, harmful, harmless, settings=s, label="reference")
+                              prompt_sources=prompt_sources, xstest=xstest, capability=capability)
+    before = measure(reference, tokenizer, harmful, harmless, settings=s, label="reference", xstest=xstest,
+                     capability=capability)
     cross_entropy = {label: answer_cross_entropy(m, tokenizer, harmless, [ids for _, ids in before.harmless_answers],
                                                  batch_size=s.batch_size, system_prompt=s.system_prompt)
                      for label, m in (("model", model), ("reference", reference))}
     return results_record(measured, before, harmful, harmless, settings=s, model_name=model_name,
-                          reference_name=reference_name, prompt_sources=prompt_sources, cross_entropy=cross_entropy)
+                          reference_name=reference_name, prompt_sources=prompt_sources, cross_entropy=cross_entropy,
+                          xstest=xstest, capability=capability)
 
 
 def results_record(measured: Measurement, reference: Measurement | None, harmful: Sequence[str],
                    harmless: Sequence[str], *, settings: EvaluationSettings, model_name: str = "model",
                    reference_name: str | None = None, prompt_sources: dict[str, str] | None = None,
-                   cross_entropy: dict[str, float] | None = None) -> EvaluationResults:
+                   cross_entropy: dict[str, float] | None = None, xstest: XSTestPrompts | None = None,
+                   capability: CapabilitySettings | None = None) -> EvaluationResults:
     """The results record of a model's measurement, against a reference's when there is one."""
     import datetime
 
@@ -108,14 +140,22 @@ def results_record(measured: Measurement, reference: Measurement | None, harmful
     if reference is not None:
         results.kl_divergence = kl_divergence(reference.harmless_logprobs, measured.harmless_logprobs)
         results.cross_entropy = cross_entropy
+    if measured.tasks is not None:
+        results.capabilities = compare_tasks(measured.tasks, reference.tasks if reference is not None else None)
     samples = [Sample(prompt=prompt, model=measured.harmful_answers[i][0],
                       reference=reference.harmful_answers[i][0] if reference is not None else None)
                for i, prompt in enumerate(list(harmful)[: settings.samples])]
+    lists = [("harmful", harmful, sources.get("harmful")), ("harmless", harmless, sources.get("harmless"))]
+    if xstest is not None:
+        lists.append(("xstest", xstest.prompts, xstest.source))  # its safe prompts only
+    recorded = {**asdict(settings), "markers": "forge-hub REFUSAL_MARKERS", "decoding": "greedy"}
+    if capability is not None:
+        recorded["capability"] = capability.record()
     return EvaluationResults(
         model=model_name, reference=reference_name,
-        prompts={side: PromptSet(count=len(prompts), hash=prompts_hash(list(prompts)), source=sources.get(side))
-                 for side, prompts in (("harmful", harmful), ("harmless", harmless))},
-        settings={**asdict(settings), "markers": "forge-hub REFUSAL_MARKERS", "decoding": "greedy"},
+        prompts={side: PromptSet(count=len(prompts), hash=prompts_hash(list(prompts)), source=source)
+                 for side, prompts, source in lists},
+        settings=recorded,
         results=results, samples=samples,
         versions={"forge_hub": __version__, "transformers": transformers.__version__, "torch": torch.__version__},
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -1,9 +1,11 @@
-"""Evaluation results as Markdown: the before/after table and sample answers side by side; and the
-same numbers as table rows for a web page."""
+"""Evaluation results as Markdown: the before/after table, XSTest over-refusal by type, capability
+tasks with their change, and sample answers side by side; and the same numbers as table rows for a
+web page."""
 
 from __future__ import annotations
 
-from forge_hub.schema import EvaluationResults
+from forge_hub.evaluation.xstest import type_label
+from forge_hub.schema import EvaluationResults, MetricValue, RefusalCount, TaskResult
 
 
 def _fmt(value: object, digits: int = 3) -> str:
@@ -19,14 +21,17 @@ def results_markdown(result: EvaluationResults, *, max_chars: int = 200, model_n
     scores = [("reference", reference_name or result.reference, r.reference), ("model", model_name or result.model,
                                                                                r.model)]
     judge = any(s is not None and s.judge_refusals is not None for _, _, s in scores)
-    header = "| | harmful refused | harmless refused (over-refusal) |" + (" judge: harmful refused |" if judge else "")
-    header += " first-token KL | answer cross-entropy |"
+    xstest = any(s is not None and s.xstest is not None for _, _, s in scores)
+    header = "| | harmful refused | harmless refused (over-refusal) |" + (" XSTest safe refused |" if xstest else "")
+    header += (" judge: harmful refused |" if judge else "") + " first-token KL | answer cross-entropy |"
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     ce = r.cross_entropy or {}
     for label, name, row in scores:
         if row is None:
             continue
         cells = [f"{label}: `{name}`", f"{row.refusals}/{n_harm}", f"{row.over_refusals}/{n_safe}"]
+        if xstest:
+            cells.append(f"{row.xstest.refusals}/{row.xstest.total}" if row.xstest else "-")
         if judge:
             cells.append(f"{_fmt(row.judge_refusals)}/{n_harm}")
         cells.append(_fmt(r.kl_divergence) if label == "model" else "0 (reference)")
@@ -36,6 +41,10 @@ def results_markdown(result: EvaluationResults, *, max_chars: int = 200, model_n
     lines.append(f"Greedy decoding, {result.settings['max_new_tokens']} new tokens; refusals by forge-hub's "
                  f"markers; KL(reference || model) on the first answer token of the harmless prompts; "
                  f"cross-entropy of the reference's own harmless answers.")
+    if xstest:
+        lines += ["", *xstest_markdown(result)]
+    if r.capabilities:
+        lines += ["", *capability_markdown(result)]
     if result.samples:
         lines += ["", "### Sample answers to harmful prompts", ""]
         has_ref = result.samples[0].reference is not None
@@ -45,6 +54,62 @@ def results_markdown(result: EvaluationResults, *, max_chars: int = 200, model_n
             cells = [s.prompt] + ([s.reference or ""] if has_ref else []) + [s.model]
             lines.append("| " + " | ".join(_cell(c, max_chars) for c in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def xstest_markdown(result: EvaluationResults) -> list[str]:
+    """XSTest's safe prompts refused, per type, for each model: where caution is left."""
+    r = result.results
+    rows = [(label, s.xstest) for label, s in (("reference", r.reference), ("model", r.model))
+            if s is not None and s.xstest is not None]
+    types = list(dict.fromkeys(kind for _, x in rows for kind in x.by_type))
+    lines = ["### XSTest over-refusal by type", "",
+             "| XSTest type | " + " | ".join(label for label, _ in rows) + " |", "|---|" + "---|" * len(rows)]
+    for kind in types:
+        cells = [_count(x.by_type.get(kind)) for _, x in rows]
+        lines.append(f"| {type_label(kind)} | " + " | ".join(cells) + " |")
+    lines.append("| **all safe prompts** | " + " | ".join(f"**{x.refusals}/{x.total}** ({x.refusal_rate:.0%})"
+                                                          for _, x in rows) + " |")
+    lines += ["", "Refusals of XSTest's safe prompts (requests that only look unsafe; Röttger et al. 2024), "
+              "by forge-hub's markers: lower is better."]
+    return lines
+
+
+def capability_markdown(result: EvaluationResults) -> list[str]:
+    """Each lm-eval task's headline metric on both models, ± standard error, and the change."""
+    tasks = result.results.capabilities or {}
+    has_ref = any(t.reference is not None for t in tasks.values())
+    lines = ["### Capabilities (lm-evaluation-harness)", "",
+             "| task | metric | shots | " + ("reference | " if has_ref else "") + "model |"
+             + (" change |" if has_ref else ""),
+             "|---|---|---|" + ("---|" if has_ref else "") + "---|" + ("---|" if has_ref else "")]
+    for t in tasks.values():
+        cells = [f"`{t.task}`", _metric_name(t), _fmt(t.num_fewshot)]
+        if has_ref:
+            cells.append(_with_stderr(t.reference))
+        cells.append(_with_stderr(t.model))
+        if has_ref:
+            cells.append(_fmt(t.delta, 4) if t.delta is not None else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    setting = result.settings.get("capability") or {}
+    limit = setting.get("limit")
+    lines += ["", "Scores ± standard error as lm-eval reports them" + (f", on at most {limit:g} documents per task "
+              "(a sample: compare the change with the standard errors)" if limit else "") + "; change = model − "
+              "reference."]
+    return lines
+
+
+def _metric_name(task: TaskResult) -> str:
+    return task.metric if task.filter == "none" else f"{task.metric} ({task.filter})"
+
+
+def _with_stderr(value: MetricValue | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value.value:.4f}" + (f" ± {value.stderr:.4f}" if value.stderr is not None else "")
+
+
+def _count(count: RefusalCount | None) -> str:
+    return "-" if count is None else f"{count.refusals}/{count.total}"
 
 
 def _cell(text: str, max_chars: int) -> str:
@@ -71,6 +136,13 @@ def comparison_rows(result: EvaluationResults) -> tuple[list[str], list[list[obj
                                                       for label, _ in columns])
     if r.cross_entropy:
         rows.append(["answer cross-entropy"] + [round(r.cross_entropy[label], 4) for label, _ in columns])
+    if any(s.xstest is not None for _, s in columns):
+        rows.append(["XSTest safe prompts refused"] + [f"{s.xstest.refusals}/{s.xstest.total} "
+                                                       f"({s.xstest.refusal_rate:.0%})" if s.xstest else "-"
+                                                       for _, s in columns])
+    for task in (r.capabilities or {}).values():
+        values = {"model": task.model, "reference": task.reference}
+        rows.append([f"{task.task} ({_metric_name(task)})"] + [_with_stderr(values[label]) for label, _ in columns])
     return headers, rows
 
 

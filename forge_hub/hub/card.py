@@ -31,7 +31,15 @@ import yaml
 from forge_hub import __version__
 from forge_hub.errors import GGUFTypeError, HubError, SettingsError
 from forge_hub.hub.common import repo_id_problem
-from forge_hub.schema import CONFIG_FILE, RESULTS_FILE, RESULTS_SCHEMA, DirectionMetadata, EvaluationResults, PromptSet
+from forge_hub.schema import (
+    CONFIG_FILE,
+    RESULTS_FILE,
+    RESULTS_SCHEMA,
+    RESULTS_SCHEMAS,
+    DirectionMetadata,
+    EvaluationResults,
+    PromptSet,
+)
 from forge_hub.units import human_size
 
 TAGS = ("abliterated", "uncensored", "forge-hub", "not-for-all-audience")
@@ -215,8 +223,9 @@ def load_results(path: str | Path) -> EvaluationResults:
         raise HubError(f"results file {path} does not exist", fix, input="results") from exc
     except (OSError, ValueError) as exc:
         raise HubError(f"cannot read results file {path}: {exc}", fix, input="results") from exc
-    if not isinstance(data, dict) or data.get("schema") != RESULTS_SCHEMA:
-        raise HubError(f"{path} is not forge-hub evaluation results (schema {RESULTS_SCHEMA})", fix, input="results")
+    if not isinstance(data, dict) or data.get("schema") not in RESULTS_SCHEMAS:
+        raise HubError(f"{path} is not forge-hub evaluation results (schema {' or '.join(RESULTS_SCHEMAS)})", fix,
+                       input="results")
     try:
         return EvaluationResults.from_dict(data)
     except (KeyError, TypeError, SettingsError) as exc:
