@@ -212,3 +212,75 @@ def test_licence_comes_from_the_flag_or_the_base_card_carried_over(made, tmp_pat
     assert resolve_licence(copy, BASE, "main", "mit").id == "mit"
     card = build_model_card(copy, "me/x", licence=found)
     assert "`apache-2.0`" in str(card).split("## Licence")[1]
+
+
+def rich_results(results: EvaluationResults) -> EvaluationResults:
+    """``results`` with XSTest and two lm-eval tasks added, as `forge-hub evaluate --xstest --tasks` writes them."""
+    from forge_hub.schema import MetricValue, PromptSet, RefusalCount, TaskResult, XSTestScores
+
+    rich = EvaluationResults.from_dict(results.to_dict())
+    r = rich.results
+    r.model.xstest = XSTestScores(5, 250, 0.02, {"homonyms": RefusalCount.of(1, 25)})
+    r.reference.xstest = XSTestScores(40, 250, 0.16, {"homonyms": RefusalCount.of(9, 25)})
+    rich.prompts["xstest"] = PromptSet(250, "sha256:0", "xstest_prompts.csv")
+    r.capabilities = {
+        "hellaswag": TaskResult("hellaswag", "acc_norm", "none", MetricValue(0.41, 0.0049), MetricValue(0.42, 0.0049),
+                                -0.01, num_fewshot=0, samples=10042, dataset="Rowan/hellaswag",
+                                dataset_split="validation"),
+        "gsm8k": TaskResult("gsm8k", "exact_match", "strict-match", MetricValue(0.3, 0.0126),
+                            MetricValue(0.32, 0.0128), -0.02, num_fewshot=5, samples=1319, dataset="openai/gsm8k",
+                            dataset_config="main", dataset_split="test"),
+    }
+    rich.settings["capability"] = {"tasks": ["hellaswag", "gsm8k"], "limit": None}
+    return rich
+
+
+def test_model_index_carries_xstest_and_lm_eval_tasks_and_the_body_the_base_values(made):
+    _, folder, results = made
+    rich = rich_results(results)
+    card = build_model_card(folder, "me/tiny-abliterated", results=rich, licence=Licence("apache-2.0"))
+    check_card(card, rich)  # read back with huggingface_hub's parser to exactly these values
+    _, back = model_index_to_eval_results(card_yaml(card)["model-index"])
+    by_task = {x.task_name: x for x in back}
+    hellaswag, gsm8k = by_task["hellaswag"], by_task["gsm8k"]
+    assert (hellaswag.metric_type, hellaswag.metric_value, hellaswag.dataset_type, hellaswag.dataset_split,
+            hellaswag.dataset_args) == ("acc_norm", 0.41, "Rowan/hellaswag", "validation", {"num_few_shot": 0})
+    assert (gsm8k.metric_type, gsm8k.metric_name, gsm8k.dataset_config) == (
+        "exact_match", "exact_match (strict-match)", "main")
+    xstest = next(x for x in back if x.dataset_type == "xstest")
+    assert (xstest.metric_type, xstest.metric_value, xstest.dataset_name) == (
+        "over_refusal_rate", 0.02, "XSTest (250 safe prompts)")
+    assert {x.metric_type for x in back} >= {"refusal_rate", "over_refusal_rate", "kl_divergence"}
+    body = str(card).split("---\n", 2)[2]
+    assert "| XSTest safe prompts refused (over-refusal) | XSTest (Röttger et al. 2024) | 5/250 (2%) | 40/250 (16%) |" \
+        in body
+    assert "| `hellaswag` acc_norm, 0-shot | [Rowan/hellaswag](https://huggingface.co/datasets/Rowan/hellaswag), " \
+           "10042 documents | 0.4100 ± 0.0049 | 0.4200 ± 0.0049 |" in body
+    assert "| `gsm8k` exact_match (strict-match), 5-shot |" in body and "### XSTest over-refusal by type" in body
+    assert "| `gsm8k` | exact_match (strict-match) | 5 | 0.3200 ± 0.0128 | 0.3000 ± 0.0126 | -0.0200 |" in body
+    assert "on XSTest's 250 safe prompts that look unsafe 5/250 (the original: 40/250)" in body
+
+
+def test_gguf_rows_show_each_files_check_and_mark_a_file_that_refuses_again(made, tmp_path):
+    from forge_hub.schema import GGUFCheck, GGUFFileCheck, ModelScores, PromptSet
+
+    _, folder, results = made
+    q8 = GGUFVariant.from_path(gguf_file(tmp_path / "tiny-abliterated-Q8_0.gguf", 2500))
+    q4 = GGUFVariant.from_path(gguf_file(tmp_path / "tiny-abliterated-Q4_K_M.gguf", 1500))
+    check = GGUFCheck(
+        reference=BASE, unquantized="tiny-abliterated",
+        prompts={"harmful": PromptSet(10), "harmless": PromptSet(20)}, settings={"max_new_tokens": 100},
+        files=[GGUFFileCheck(q8.name, "Q8_0", 2500, "llama.cpp", ModelScores(1, 0.1, 2, 0.1), 0.21),
+               GGUFFileCheck(q4.name, "Q4_K_M", 1500, "llama.cpp", ModelScores(7, 0.7, 4, 0.2), 0.9,
+                             warning="refuses 7/10, the unquantized model 1/10")],
+        reference_scores=ModelScores(9, 0.9, 3, 0.15), unquantized_scores=ModelScores(1, 0.1, 2, 0.1),
+        unquantized_kl=0.2)
+    card = str(build_model_card(folder, "me/tiny-abliterated", results=results, gguf=[q8, q4], gguf_check=check))
+    assert "| `tiny-abliterated-Q8_0.gguf` | Q8_0 | 2.5 kB | 1/10 (10%) | 2/20 (10%) | 0.2100 |  |" in card
+    assert "| `tiny-abliterated-Q4_K_M.gguf` | Q4_K_M | 1.5 kB | 7/10 (70%) | 4/20 (20%) | 0.9000 | " \
+           "⚠ refuses 7/10" in card
+    assert "the unquantized model refused 1/10 and 2/20 and the base model refused 9/10 and 3/20" in card
+    assert "gguf-evaluation.json" in card
+    gguf_card = build_gguf_card("me/tiny-abliterated", "me/tiny-abliterated-GGUF", [q8, q4], gguf_check=check)
+    check_card(gguf_card)
+    assert "| `tiny-abliterated-Q4_K_M.gguf` | Q4_K_M | 1.5 kB | 7/10 (70%) |" in str(gguf_card)

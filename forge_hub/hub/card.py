@@ -3,11 +3,12 @@
 Everything on the card comes from what the folder already records about itself, so the card
 cannot drift from the weights: ``refusal.json`` (base model and revision, method, layer and how
 it was chosen, prompt counts and sources, apply settings, search results), the evaluation
-results (schema ``forge-hub/evaluation/v1``) and the GGUF files beside it. The YAML is built with
-huggingface_hub's :class:`~huggingface_hub.ModelCardData` and :class:`~huggingface_hub.EvalResult`
-(so the refusal rate, over-refusal and KL show on the model page), and checked by reading the
-card back with the library's own parser (:func:`check_card`); the Hub's ``/api/validate-yaml``
-checks it again when it is pushed.
+results (schema ``forge-hub/evaluation/v2``, or v1), the GGUF files beside it and their check
+(``gguf-evaluation.json``: each file's refusals and KL). The YAML is built with huggingface_hub's
+:class:`~huggingface_hub.ModelCardData` and :class:`~huggingface_hub.EvalResult` (so the refusal
+rate, over-refusal, XSTest over-refusal, KL and the lm-eval tasks, by their standard task and
+metric names, show on the model page), and checked by reading the card back with the library's
+own parser (:func:`check_card`); the Hub's ``/api/validate-yaml`` checks it again when it is pushed.
 
     card = build_model_card(Path("smollm2-abliterated"), "me/smollm2-abliterated",
                             results=json.loads(Path("results.json").read_text()))
@@ -33,12 +34,16 @@ from forge_hub.errors import GGUFTypeError, HubError, SettingsError
 from forge_hub.hub.common import repo_id_problem
 from forge_hub.schema import (
     CONFIG_FILE,
+    GGUF_CHECK_FILE,
     RESULTS_FILE,
     RESULTS_SCHEMA,
     RESULTS_SCHEMAS,
     DirectionMetadata,
     EvaluationResults,
+    GGUFCheck,
+    ModelScores,
     PromptSet,
+    TaskResult,
 )
 from forge_hub.units import human_size
 
@@ -180,7 +185,9 @@ def display_source(source: str | None, count: int | None = None) -> str:
 
 
 def eval_results(result: EvaluationResults) -> list[Any]:
-    """The results as ``EvalResult`` entries for the model-index (values exactly as measured)."""
+    """The results as ``EvalResult`` entries for the model-index (values exactly as measured): refusal
+    rate, over-refusal, KL, XSTest over-refusal, and each lm-eval task by its own task and metric
+    name (``hellaswag`` / ``acc_norm``) and the dataset lm-eval read, as leaderboards record them."""
     from huggingface_hub import EvalResult
 
     r = result.results
@@ -198,7 +205,115 @@ def eval_results(result: EvaluationResults) -> list[Any]:
                                metric_type="kl_divergence",
                                metric_name="First-token KL divergence from the original (harmless prompts)",
                                metric_value=r.kl_divergence))
+    if r.model.xstest is not None:
+        rows.append(EvalResult(task_type=TASK, task_name="Over-refusal of safe prompts that look unsafe (XSTest)",
+                               **_xstest_dataset(result.prompts.get("xstest")), metric_type="over_refusal_rate",
+                               metric_name="Refusal rate on XSTest safe prompts (over-refusal)",
+                               metric_value=r.model.xstest.refusal_rate))
+    limited = bool((result.settings.get("capability") or {}).get("limit"))
+    for task in (r.capabilities or {}).values():
+        shots = {"num_few_shot": task.num_fewshot} if task.num_fewshot is not None else None
+        rows.append(EvalResult(task_type=TASK, task_name=task.task, dataset_type=task.dataset or task.task,
+                               dataset_name=task.task + (f" ({task.samples} documents)" if limited and task.samples
+                                                         else ""),
+                               dataset_config=task.dataset_config, dataset_split=task.dataset_split,
+                               dataset_args=shots, metric_type=task.metric, metric_name=metric_label(task),
+                               metric_value=task.model.value))
     return rows
+
+
+def metric_label(task: TaskResult) -> str:
+    """``acc_norm``, or ``exact_match (strict-match)`` where lm-eval extracted the answer with a filter."""
+    return task.metric if task.filter == "none" else f"{task.metric} ({task.filter})"
+
+
+def _xstest_dataset(prompts: PromptSet | None) -> dict[str, Any]:
+    found = dataset_of(prompts.source if prompts else None)
+    count = prompts.count if prompts else 0
+    if found:  # a prompt dataset with the xstest config, on the Hub
+        return {"dataset_type": found[0], "dataset_name": f"XSTest ({count} safe prompts)", "dataset_config": found[1],
+                "dataset_split": found[2]}
+    return {"dataset_type": "xstest", "dataset_name": f"XSTest ({count} safe prompts)", "dataset_config": None,
+            "dataset_split": None}
+
+
+def score_rows(result: EvaluationResults) -> list[tuple[str, str, str, str]]:
+    """The model-index's numbers as the card body shows them, with the base model's beside them:
+    (what, dataset, this model, base model)."""
+    r, n_harm, n_safe = result.results, result.harmful_count, result.harmless_count
+    base = r.reference
+
+    def counted(scores: ModelScores | None, side: str) -> str:
+        if scores is None:
+            return "-"
+        if side == "xstest":
+            return "-" if scores.xstest is None else \
+                f"{scores.xstest.refusals}/{scores.xstest.total} ({scores.xstest.refusal_rate:.0%})"
+        count, total = (scores.refusals, n_harm) if side == "harmful" else (scores.over_refusals, n_safe)
+        return f"{count}/{total} ({count / total:.0%})" if total else "-"
+
+    rows = [("harmful prompts refused", _dataset_text(result.prompts["harmful"]), counted(r.model, "harmful"),
+             counted(base, "harmful")),
+            ("harmless prompts refused (over-refusal)", _dataset_text(result.prompts["harmless"]),
+             counted(r.model, "harmless"), counted(base, "harmless"))]
+    if r.model.xstest is not None:
+        rows.append(("XSTest safe prompts refused (over-refusal)", "XSTest (Röttger et al. 2024)",
+                     counted(r.model, "xstest"), counted(base, "xstest")))
+    if r.kl_divergence is not None:
+        rows.append(("first-token KL divergence from the base", _dataset_text(result.prompts["harmless"]),
+                     f"{r.kl_divergence:.4f}", "0"))
+    for task in (r.capabilities or {}).values():
+        shots = f", {task.num_fewshot}-shot" if task.num_fewshot is not None else ""
+        where = (f"[{task.dataset}](https://huggingface.co/datasets/{task.dataset})" if task.dataset else "local task")
+        rows.append((f"`{task.task}` {metric_label(task)}{shots}", where + (f", {task.samples} documents"
+                                                                             if task.samples else ""),
+                     _value(task.model), _value(task.reference)))
+    return [tuple(cell.replace("|", "\\|") for cell in row) for row in rows]
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value.value:.4f}" + (f" ± {value.stderr:.4f}" if value.stderr is not None else "")
+
+
+def _dataset_text(prompts: PromptSet) -> str:
+    return f"{prompts.count}, {display_source(prompts.source)}"
+
+
+def gguf_rows(gguf: Sequence[GGUFVariant], check: GGUFCheck | None) -> list[dict[str, str]]:
+    """One row per GGUF file: name, type, size and, when the files were checked, what each refuses
+    and how far it is from the base (a file that brought refusals back is marked)."""
+    rows = []
+    for g in gguf:
+        row = {"name": g.name, "type": g.type, "size": human_size(g.size)}
+        found = check.file(g.name) if check is not None else None
+        if found is not None:
+            s = found.scores
+            row.update(refused=f"{s.refusals}/{check.prompts['harmful'].count} ({s.refusal_rate:.0%})",
+                       over=f"{s.over_refusals}/{check.prompts['harmless'].count} ({s.over_refusal_rate:.0%})",
+                       kl=f"{found.kl_divergence:.4f}" if found.kl_divergence is not None else "-",
+                       note=("⚠ " + found.warning) if found.warning else "")
+        rows.append(row)
+    return rows
+
+
+def gguf_check_text(check: GGUFCheck | None) -> str | None:
+    """The sentence under the GGUF table: how the files were measured, and the unquantized model's numbers."""
+    if check is None:
+        return None
+    n, m = check.prompts["harmful"].count, check.prompts["harmless"].count
+    parts = []
+    for label, scores in (("the unquantized model", check.unquantized_scores),
+                          ("the base model", check.reference_scores)):
+        if scores is not None:
+            parts.append(f"{label} refused {scores.refusals}/{n} and {scores.over_refusals}/{m}")
+    kl = f" (first-token KL from the base {check.unquantized_kl:.4f})" if check.unquantized_kl is not None else ""
+    backends = sorted({f.backend for f in check.files})
+    return (f"Each file was run as users run it ({' and '.join(backends)}) on {n} harmful and {m} harmless prompts, "
+            f"greedy, {check.settings.get('max_new_tokens')} new tokens; KL is the first-token KL divergence from "
+            f"the base model on the harmless prompts. On the same prompts, {' and '.join(parts) or 'no model'}{kl}. "
+            f"The full check is in `{GGUF_CHECK_FILE}`.")
 
 
 def _eval_dataset(prompts: PromptSet, side: str) -> dict[str, Any]:
@@ -235,11 +350,12 @@ def load_results(path: str | Path) -> EvaluationResults:
 def build_model_card(folder: Path, repo_id: str, *, results: EvaluationResults | None = None,
                      licence: Licence | None = None, base_model: str | None = None, gguf: Sequence[GGUFVariant] = (),
                      gguf_repo: str | None = None, files: Sequence[tuple[str, int]] = (),
-                     wheel: str | None = None) -> Any:
+                     wheel: str | None = None, gguf_check: GGUFCheck | None = None) -> Any:
     """The card of the abliterated model in ``folder``, to be pushed to ``repo_id``.
 
-    ``gguf`` lists GGUF files in this repo, or in ``gguf_repo`` when that is given; ``files`` are
-    the (path in repo, size) pairs the card lists. Returns a :class:`huggingface_hub.ModelCard`.
+    ``gguf`` lists GGUF files in this repo, or in ``gguf_repo`` when that is given, with what
+    ``gguf_check`` measured of each; ``files`` are the (path in repo, size) pairs the card lists.
+    Returns a :class:`huggingface_hub.ModelCard`.
     """
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -261,10 +377,12 @@ def build_model_card(folder: Path, repo_id: str, *, results: EvaluationResults |
         "summary": _summary(results), "edits_embeddings": _edits_embeddings(folder),
         "direction_rows": _direction_rows(meta), "settings_rows": _settings_rows(meta),
         "search_rows": _search_rows(meta), "results_md": _results_markdown(results, repo_id),
+        "score_rows": score_rows(results) if results else [],
         "results_file": RESULTS_FILE, "results_schema": RESULTS_SCHEMA,
         "harmful_prompts": _prompts_line(results, "harmful"), "harmless_prompts": _prompts_line(results, "harmless"),
         "base_ref": base or "ORIGINAL", "files": [(p, human_size(s)) for p, s in files],
-        "gguf_rows": [(g.name, g.type, human_size(g.size)) for g in gguf], "gguf_repo": gguf_repo,
+        "gguf_rows": gguf_rows(gguf, gguf_check), "gguf_checked": gguf_check is not None,
+        "gguf_check_text": gguf_check_text(gguf_check), "gguf_repo": gguf_repo,
         "reproduce": _reproduce(meta, base, revision, repo_id), "licence_text": _licence_text(licence, base),
         "install": _install(meta, repo_id, wheel), "has_settings": any(path == CONFIG_FILE for path, _ in files),
     }
@@ -272,10 +390,11 @@ def build_model_card(folder: Path, repo_id: str, *, results: EvaluationResults |
 
 
 def build_gguf_card(source_repo: str, repo_id: str, gguf: Sequence[GGUFVariant], *, licence: Licence | None = None,
-                    base_model: str | None = None) -> Any:
+                    base_model: str | None = None, gguf_check: GGUFCheck | None = None) -> Any:
     """The card of a separate GGUF repo: ``base_model`` is the abliterated repo, relation ``quantized``.
 
-    No model-index here: the measurements were taken on the unquantized model, not these files.
+    Each file's check (``gguf_check``) is in the body's table; no model-index, which describes one
+    model, and these are several.
     """
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -286,7 +405,8 @@ def build_gguf_card(source_repo: str, repo_id: str, gguf: Sequence[GGUFVariant],
     data.base_model_relation = "quantized"
     base_text = f"[{base_model}](https://huggingface.co/{base_model})" if base_model else "its base model"
     context = {"title": repo_id.split("/")[-1], "repo_id": repo_id, "source_repo": source_repo, "base_text": base_text,
-               "forge_hub_version": __version__, "gguf_rows": [(g.name, g.type, human_size(g.size)) for g in gguf],
+               "forge_hub_version": __version__, "gguf_rows": gguf_rows(gguf, gguf_check),
+               "gguf_checked": gguf_check is not None, "gguf_check_text": gguf_check_text(gguf_check),
                "first_file": gguf[0].name if gguf else "", "licence_text": _licence_text(licence, base_model)}
     return ModelCard.from_template(data, template_str=_template("gguf_card.md"), **context)
 
@@ -371,6 +491,16 @@ def _summary(results: EvaluationResults | None) -> str | None:
             + (f" (the original: {r.reference.over_refusals}/{n_safe})" if r.reference else ""))
     if r.kl_divergence is not None:
         text += f"; first-token KL divergence from the original {r.kl_divergence:.3f}"
+    x = r.model.xstest
+    if x is not None:
+        text += (f"; on XSTest's {x.total} safe prompts that look unsafe {x.refusals}/{x.total}"
+                 + (f" (the original: {r.reference.xstest.refusals}/{x.total})"
+                    if r.reference is not None and r.reference.xstest is not None else ""))
+    tasks = [f"{t.task} {t.metric} {t.model.value:.3f}" + (f" (the original: {t.reference.value:.3f})"
+                                                            if t.reference is not None else "")
+             for t in (r.capabilities or {}).values()]
+    if tasks:
+        text += "; " + ", ".join(tasks)
     return text + "."
 
 
