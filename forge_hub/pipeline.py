@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +40,7 @@ from forge_hub.evaluation.compare import (
     measure,
     results_record,
 )
+from forge_hub.evaluation.gguf_check import GGUFCheckOptions
 from forge_hub.hub.push import PushResult
 from forge_hub.model.activations import collect_residuals
 from forge_hub.model.chat import DEFAULT_MAX_PROMPT_TOKENS, check_prompt_lengths, model_context
@@ -55,6 +56,7 @@ from forge_hub.schema import (
     AblationSettings,
     DirectionMetadata,
     EvaluationResults,
+    GGUFCheck,
     LayerSelection,
     PromptProvenance,
     PromptSet,
@@ -320,10 +322,16 @@ def push(folder: str | Path, repo_id: str, *, token: str | None = None, private:
             exist_ok: bool = False, gguf_types: str | Sequence[str] | None = None, gguf_repo: str | None = None,
             gguf_files: Sequence[str | Path] = (), results: str | Path | None = None, license: str | None = None,
             base_model: str | None = None, message: str | None = None, dry_run: bool = False,
-            progress: bool = True) -> PushResult:
+            progress: bool = True, gguf_check: GGUFCheckOptions | None = None,
+            on_gguf_check: Callable[[GGUFCheck], None] | None = None) -> PushResult:
     """Push an abliterated folder with its card, results and direction; with ``gguf_types``, GGUF
     files of those types are written first (to a temporary folder) and pushed too (to ``gguf_repo``
     when given). Every input is checked before the export and before the first request.
+
+    With ``gguf_check``, every GGUF file is measured (refusals, over-refusal, KL from the base;
+    :mod:`forge_hub.evaluation.gguf_check`) after it is written and before anything is sent;
+    ``on_gguf_check`` sees the result first (the CLI prints it, warnings included), and the card
+    and ``gguf-evaluation.json`` carry it.
 
     Example::
 
@@ -331,19 +339,50 @@ def push(folder: str | Path, repo_id: str, *, token: str | None = None, private:
     """
     import tempfile
 
+    from forge_hub.evaluation.gguf_check import check_gguf_files
+    from forge_hub.hub.card import GGUFVariant
     from forge_hub.hub.push import check_push_inputs, push_model
     from forge_hub.outputs.gguf.export import check_types, export_gguf
 
     folder = Path(folder).expanduser()
     types = check_types(gguf_types)
     token = check_push_inputs(folder, repo_id, gguf_repo=gguf_repo, token=token, dry_run=dry_run)
+    for given in gguf_files:  # a misnamed file fails now, not after an export and a check
+        GGUFVariant.from_path(given)
+    if gguf_check is not None:
+        gguf_check.check()
     with tempfile.TemporaryDirectory(prefix="forge-hub-gguf-") as tmp:
         files = [Path(f) for f in gguf_files]
         if types:
             files += export_gguf(folder, Path(tmp), types, name=repo_id.split("/")[-1], progress=progress)
+        checked = None
+        if gguf_check is not None and files:
+            checked = check_gguf_files(files, options=gguf_check, unquantized=folder)
+            if on_gguf_check is not None:
+                on_gguf_check(checked)
         return push_model(folder, repo_id, token=token, private=private, exist_ok=exist_ok, gguf_files=files,
                           gguf_repo=gguf_repo, results=Path(results) if results else None, license=license,
-                          commit_message=message, dry_run=dry_run, base_model=base_model, progress=progress)
+                          commit_message=message, dry_run=dry_run, base_model=base_model, progress=progress,
+                          gguf_check=checked)
+
+
+def check_gguf(files: Sequence[str | Path], *, options: GGUFCheckOptions, unquantized: str | Path | None = None,
+               out: str | Path | None = None) -> GGUFCheck:
+    """GGUF files measured as they will be run, beside the base and the unquantized model
+    (``forge-hub gguf --evaluate-against``); written to ``out`` (``gguf-evaluation.json``) when given.
+
+    Example::
+
+        options = GGUFCheckOptions(reference="HuggingFaceTB/SmolLM2-135M-Instruct", harmful=h, harmless=s)
+        check = check_gguf(["gguf/model-Q4_K_M.gguf"], options=options, unquantized="smollm2-abliterated")
+    """
+    from forge_hub.evaluation.gguf_check import check_gguf_files
+    from forge_hub.outputs.staging import write_file
+
+    result = check_gguf_files(files, options=options, unquantized=unquantized)
+    if out is not None:
+        write_file(Path(out).expanduser(), result.to_json())
+    return result
 
 
 @dataclass
@@ -377,9 +416,7 @@ def check_run(model: torch.nn.Module, tokenizer: object, artifact: RefusalDirect
     prompts, ``capability`` lm-eval tasks, both measured on the same model before and after the edit.
     """
     start = time.time()
-    fraction = options.held_out_fraction or 0.25
-    harmful = split_held_out(prompts.harmful, fraction, options.seed)[1][:max_prompts]
-    harmless = split_held_out(prompts.harmless, fraction, options.seed)[1][:max_prompts]
+    harmful, harmless = held_out(prompts, options=options, max_prompts=max_prompts)
     settings = EvaluationSettings(max_new_tokens=max_new_tokens, batch_size=options.batch_size,
                                   system_prompt=options.system_prompt, max_prompt_tokens=options.max_prompt_tokens)
     if xstest is not None:
@@ -397,6 +434,14 @@ def check_run(model: torch.nn.Module, tokenizer: object, artifact: RefusalDirect
                              capability=capability)
     verdict, advice = judge_run(results)
     return RunCheck(results, round(time.time() - start, 1), verdict, advice)
+
+
+def held_out(prompts: PromptLists, *, options: ComputeOptions, max_prompts: int = 100) -> tuple[list[str], list[str]]:
+    """The prompts a run kept aside from its directions (at most ``max_prompts`` per side): what its
+    check, and the check of the GGUF files it publishes, answer."""
+    fraction = options.held_out_fraction or 0.25
+    return (split_held_out(prompts.harmful, fraction, options.seed)[1][:max_prompts],
+            split_held_out(prompts.harmless, fraction, options.seed)[1][:max_prompts])
 
 
 def judge_run(results: EvaluationResults) -> tuple[str, list[str]]:

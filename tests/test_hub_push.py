@@ -308,16 +308,28 @@ def gguf_ready(tmp_path_factory):
     return make_abliterated(root, save_base=lambda p: save_gguf_model("llama", p), layer=1)
 
 
-def test_gguf_files_in_their_own_repo(gguf_ready, hub, tmp_path, monkeypatch, capsys):
+def test_gguf_files_in_their_own_repo(gguf_ready, hub, tmp_path, prompt_files, monkeypatch, capsys):
     from forge_hub.outputs.gguf.export import export_gguf
 
     monkeypatch.setenv("HF_TOKEN", TOKEN)
-    assert main(["push", str(gguf_ready), "--repo", REPO, "--gguf", "F16,Q8_0", "--gguf-repo"]) == 0
+    harmful, harmless = prompt_files
+    assert main(["push", str(gguf_ready), "--repo", REPO, "--gguf", "F16,Q8_0", "--gguf-repo", "--evaluate-against",
+                 str(gguf_ready.parent / "source"), "--harmful", str(harmful), "--harmless", str(harmless),
+                 "--check-tokens", "3", "--backend", "transformers"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.index("GGUF check on 8 harmful") < printed.index("uploaded to")  # seen before it is sent
     main_commit, gguf_commit = hub.commits
     assert main_commit.repo_id == REPO and gguf_commit.repo_id == f"{REPO}-GGUF"
     assert not any(p.endswith(".gguf") for p in main_commit.files)
     names = ["tiny-abliterated-F16.gguf", "tiny-abliterated-Q8_0.gguf"]
-    assert sorted(gguf_commit.files) == ["README.md"] + names and sorted(gguf_commit.lfs) == names
+    assert sorted(gguf_commit.files) == ["README.md", "gguf-evaluation.json"] + names
+    assert sorted(gguf_commit.lfs) == names
+    check = json.loads(gguf_commit.files["gguf-evaluation.json"])
+    assert [f["file"] for f in check["files"]] == names and check["reference"] == "source"  # no local paths
+    assert not any(str(tmp_path.parent).encode() in data for data in gguf_commit.files.values())
+    q8 = check["files"][1]
+    assert f"| `tiny-abliterated-Q8_0.gguf` | Q8_0 | {human_size(q8['size'])} | {q8['scores']['refusals']}/8 " \
+        in gguf_commit.files["README.md"].decode()
     again = export_gguf(gguf_ready, tmp_path, ["F16", "Q8_0"], name="tiny-abliterated", progress=False)
     assert [gguf_commit.files[p.name] for p in again] == [p.read_bytes() for p in again]  # bytes as written
 
@@ -329,7 +341,11 @@ def test_gguf_files_in_their_own_repo(gguf_ready, hub, tmp_path, monkeypatch, ca
     main_card = main_commit.files["README.md"].decode()
     assert f"GGUF files of this model are in [{REPO}-GGUF]" in main_card and "tiny-abliterated-Q8_0.gguf" in main_card
     assert gguf_commit.message.startswith(f"GGUF files of {REPO} (F16, Q8_0)")
-    assert f"uploaded to {REPO}-GGUF:" in capsys.readouterr().out
+    assert f"uploaded to {REPO}-GGUF:" in printed
+    # --no-gguf-check publishes the files unmeasured
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    assert main(["push", str(gguf_ready), "--repo", REPO, "--gguf", "F16", "--exist-ok", "--no-gguf-check"]) == 0
+    assert len(hub.commits) == 3 and "GGUF check" not in capsys.readouterr().out
 
 
 def test_gguf_files_in_the_same_repo(gguf_ready, hub, tmp_path):

@@ -251,10 +251,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
                      if str(args.model).endswith(".gguf") and not args.to_safetensors else None)
     print(f"\nwrote {report.output} in {time.time() - start:.0f}s")
     if args.push_to:
+        from forge_hub.cli.gguf import print_gguf_check
         from forge_hub.hub.push import print_result
 
+        check = _gguf_check(args, prompts, xstest) if args.gguf and args.gguf_check else None
+        del model, tokenizer  # the GGUF check loads models of its own, one at a time
         print_result(push(args.out, args.push_to, token=token, private=args.private, exist_ok=args.exist_ok,
-                          gguf_types=args.gguf, gguf_repo=gguf_repo(args, args.push_to)))
+                          gguf_types=args.gguf, gguf_repo=gguf_repo(args, args.push_to), gguf_check=check,
+                          on_gguf_check=print_gguf_check))
     return 0
 
 
@@ -268,6 +272,21 @@ def _run_worker(args: argparse.Namespace) -> int:
                             "leave them to the command without {worker} that picks and applies", input="worker")
     _optimize(args)
     return 0
+
+
+def _gguf_check(args: argparse.Namespace, prompts, xstest):
+    """The run's GGUF files measured on the run's held-out prompts, against the run's source model."""
+    from forge_hub.evaluation.compare import EvaluationSettings
+    from forge_hub.evaluation.gguf_check import GGUFCheckOptions
+    from forge_hub.pipeline import held_out
+
+    harmful, harmless = held_out(prompts, options=compute_options(args))
+    settings = EvaluationSettings(max_new_tokens=args.check_tokens, batch_size=args.batch_size,
+                                  system_prompt=args.system_prompt, max_prompt_tokens=args.max_prompt_tokens)
+    return GGUFCheckOptions(reference=args.model, reference_revision=args.revision, harmful=harmful,
+                            harmless=harmless, xstest=xstest, settings=settings, dtype=args.dtype,
+                            prompt_sources={side: f"held out from {prompts.source(side)}"
+                                            for side in ("harmful", "harmless")}).check()
 
 
 def _print_check(check, *, searched: bool, gguf: Path | None) -> None:

@@ -13,12 +13,13 @@ import dataclasses
 import os
 
 from forge_hub.errors import HubError, SettingsError
+from forge_hub.evaluation.compare import FINAL_MAX_NEW_TOKENS
 from forge_hub.model.chat import DEFAULT_MAX_PROMPT_TOKENS
 from forge_hub.schema import EMBEDDING_MODES, KERNELS, AblationSettings
 
 # Library parameters whose flag is not simply their name with dashes.
 FLAGS = {"winsorize_quantile": "--winsorize", "held_out_fraction": "--held-out", "gguf_types": "--gguf",
-         "gguf_files": "--gguf-file", "folder": "DIR"}
+         "gguf_files": "--gguf-file", "folder": "DIR", "gguf_check": "--no-gguf-check"}
 
 
 def flag_name(parameter: str) -> str:
@@ -144,6 +145,53 @@ def capability_settings(args: argparse.Namespace):
     return settings
 
 
+def add_gguf_check_options(p: argparse.ArgumentParser, *, push: bool) -> None:
+    """How GGUF files are measured before they are published (``push``: on by default, off with
+    --no-gguf-check; ``gguf``: with --evaluate-against)."""
+    from forge_hub.evaluation.gguf_check import BACKENDS
+
+    title = "checking the GGUF files" + (" (with --gguf or --gguf-file; off with --no-gguf-check)" if push
+                                         else " (--evaluate-against)")
+    g = p.add_argument_group(title)
+    g.add_argument("--evaluate-against", metavar="BASE",
+                   help="the base model (Hub id, folder or .gguf) that each GGUF file is compared with: refusals on "
+                   "held-out harmful prompts, over-refusal and first-token KL from BASE, beside the unquantized "
+                   "model's; a file that refuses clearly more than the unquantized model gets a warning"
+                   + (" (default: the base model refusal.json names)" if push
+                      else "; writes OUT/gguf-evaluation.json"))
+    if push:
+        g.add_argument("--no-gguf-check", dest="gguf_check", action="store_false",
+                       help="publish GGUF files without measuring them")
+    g.add_argument("--check-tokens", type=int, default=FINAL_MAX_NEW_TOKENS,
+                   help=f"answer length of the check (default {FINAL_MAX_NEW_TOKENS})")
+    g.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="run the files through llama-cpp-python (llama.cpp's kernels) or transformers (dequantized "
+                   "to float32); auto: llama.cpp when installed")
+    g.add_argument("--threads", type=int, help="llama.cpp threads (default: its own choice)")
+    g.add_argument("--xstest", metavar="FILE_OR_DATASET", help=XSTEST_HELP)
+    add_prompt_options(p, split="test", purpose="for the GGUF check; held out from directions by default")
+    add_generation_options(p)
+
+
+def gguf_check_options(args: argparse.Namespace, base: str | None, revision: str | None = None):
+    """The check the flags ask for, against ``base``; prompts and XSTest read now, before any export."""
+    from forge_hub.evaluation.compare import EvaluationSettings
+    from forge_hub.evaluation.gguf_check import GGUFCheckOptions
+    from forge_hub.prompts.choice import load_prompt_lists
+
+    if not base:
+        raise SettingsError("the GGUF check needs the base model, and refusal.json names none",
+                            "name it with {evaluate_against}, or skip the check with {gguf_check}")
+    prompts = load_prompt_lists(prompt_choice(args))
+    settings = EvaluationSettings(max_new_tokens=args.check_tokens, batch_size=args.batch_size,
+                                  system_prompt=args.system_prompt, max_prompt_tokens=args.max_prompt_tokens)
+    return GGUFCheckOptions(reference=base, harmful=prompts.harmful, harmless=prompts.harmless,
+                            prompt_sources={"harmful": prompts.harmful_source, "harmless": prompts.harmless_source},
+                            xstest=xstest_from(args), settings=settings, backend=args.backend,
+                            threads=args.threads, reference_revision=revision,
+                            dtype=getattr(args, "dtype", "auto")).check()
+
+
 def xstest_from(args: argparse.Namespace):
     """XSTest's safe prompts when --xstest names them, else None."""
     from forge_hub.prompts.xstest import load_xstest
@@ -249,6 +297,10 @@ def add_publish_options(p: argparse.ArgumentParser, *, after_run: bool) -> None:
                    help=f"put the GGUF files in a separate repo with its own card (alone: {GGUF_REPO_AUTO})")
     g.add_argument("--token-env", metavar="VAR", help="read the Hub token from this environment variable instead "
                    "of HF_TOKEN / the cached login (never pass a token on the command line)")
+    if after_run:
+        g.add_argument("--no-gguf-check", dest="gguf_check", action="store_false",
+                       help="publish the --gguf files without measuring each one first (by default each is run on "
+                       "the run's held-out prompts and compared with the source model)")
 
 
 def gguf_repo(args: argparse.Namespace, repo_id: str) -> str | None:

@@ -79,21 +79,32 @@ def measure(model: torch.nn.Module, tokenizer: object, harmful: Sequence[str], h
     harmless_out = generate_with_ids(model, tokenizer, harmless, max_new_tokens=s.max_new_tokens,
                                      batch_size=s.batch_size, system_prompt=s.system_prompt,
                                      desc=f"{label}: harmless")
-    refusals = count_with_metric([a for a, _ in harmful_out])
-    over = count_with_metric([a for a, _ in harmless_out])
-    judged = judge_refusals(s.judge, [a for a, _ in harmful_out], label=s.judge_label) if s.judge else None
     logprobs = first_token_logprobs(model, tokenizer, harmless, batch_size=s.batch_size, system_prompt=s.system_prompt)
-    xstest_answers = xstest_result = None
+    xstest_answers = None
     if xstest is not None:
         xstest_answers = [a for a, _ in generate_with_ids(model, tokenizer, xstest.prompts,
                                                           max_new_tokens=s.max_new_tokens, batch_size=s.batch_size,
                                                           system_prompt=s.system_prompt, desc=f"{label}: XSTest")]
-        xstest_result = xstest_scores(refusal_flags(xstest_answers), xstest.types)
     tasks = run_tasks(model, tokenizer, settings=capability) if capability is not None else None
-    return Measurement(ModelScores(refusals=refusals, refusal_rate=refusals / len(harmful), over_refusals=over,
-                                   over_refusal_rate=over / len(harmless), judge_refusals=judged,
+    return counted(harmful_out, harmless_out, logprobs, settings=s, xstest=xstest, xstest_answers=xstest_answers,
+                   tasks=tasks)
+
+
+def counted(harmful_out: list[tuple[str, list[int]]], harmless_out: list[tuple[str, list[int]]],
+            harmless_logprobs: torch.Tensor, *, settings: EvaluationSettings, xstest: XSTestPrompts | None = None,
+            xstest_answers: list[str] | None = None, tasks: TaskRun | None = None) -> Measurement:
+    """Answers however they were produced (transformers, llama.cpp) counted the one way: the
+    package's refusal metric, the judge when there is one, XSTest by type."""
+    refusals = count_with_metric([a for a, _ in harmful_out])
+    over = count_with_metric([a for a, _ in harmless_out])
+    judged = (judge_refusals(settings.judge, [a for a, _ in harmful_out], label=settings.judge_label)
+              if settings.judge else None)
+    xstest_result = (xstest_scores(refusal_flags(xstest_answers), xstest.types)
+                     if xstest is not None and xstest_answers is not None else None)
+    return Measurement(ModelScores(refusals=refusals, refusal_rate=refusals / len(harmful_out), over_refusals=over,
+                                   over_refusal_rate=over / len(harmless_out), judge_refusals=judged,
                                    xstest=xstest_result),
-                       harmful_out, harmless_out, logprobs, xstest_answers, tasks)
+                       harmful_out, harmless_out, harmless_logprobs, xstest_answers, tasks)
 
 
 def evaluate_models(model: torch.nn.Module, tokenizer: object, harmful: Sequence[str], harmless: Sequence[str], *,

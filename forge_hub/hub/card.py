@@ -298,7 +298,7 @@ def gguf_rows(gguf: Sequence[GGUFVariant], check: GGUFCheck | None) -> list[dict
     return rows
 
 
-def gguf_check_text(check: GGUFCheck | None) -> str | None:
+def gguf_check_text(check: GGUFCheck | None, where: str | None = None) -> str | None:
     """The sentence under the GGUF table: how the files were measured, and the unquantized model's numbers."""
     if check is None:
         return None
@@ -313,7 +313,8 @@ def gguf_check_text(check: GGUFCheck | None) -> str | None:
     return (f"Each file was run as users run it ({' and '.join(backends)}) on {n} harmful and {m} harmless prompts, "
             f"greedy, {check.settings.get('max_new_tokens')} new tokens; KL is the first-token KL divergence from "
             f"the base model on the harmless prompts. On the same prompts, {' and '.join(parts) or 'no model'}{kl}. "
-            f"The full check is in `{GGUF_CHECK_FILE}`.")
+            f"The full check is in `{GGUF_CHECK_FILE}`" + (f" of [{where}](https://huggingface.co/{where})." if where
+                                                          else "."))
 
 
 def _eval_dataset(prompts: PromptSet, side: str) -> dict[str, Any]:
@@ -382,7 +383,7 @@ def build_model_card(folder: Path, repo_id: str, *, results: EvaluationResults |
         "harmful_prompts": _prompts_line(results, "harmful"), "harmless_prompts": _prompts_line(results, "harmless"),
         "base_ref": base or "ORIGINAL", "files": [(p, human_size(s)) for p, s in files],
         "gguf_rows": gguf_rows(gguf, gguf_check), "gguf_checked": gguf_check is not None,
-        "gguf_check_text": gguf_check_text(gguf_check), "gguf_repo": gguf_repo,
+        "gguf_check_text": gguf_check_text(gguf_check, gguf_repo), "gguf_repo": gguf_repo,
         "reproduce": _reproduce(meta, base, revision, repo_id), "licence_text": _licence_text(licence, base),
         "install": _install(meta, repo_id, wheel), "has_settings": any(path == CONFIG_FILE for path, _ in files),
     }

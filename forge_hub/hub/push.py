@@ -21,6 +21,7 @@ address is ``HF_ENDPOINT`` (read by huggingface_hub when it is imported).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -50,9 +51,11 @@ from forge_hub.provenance import source_wheel
 from forge_hub.schema import (
     ARTIFACT_FILES,
     CONFIG_FILE,
+    GGUF_CHECK_FILE,
     RESULTS_FILE,
     DirectionMetadata,
     EvaluationResults,
+    GGUFCheck,
     load_toml,
     to_toml,
 )
@@ -109,7 +112,7 @@ class PushResult:
 def push_model(folder: Path, repo_id: str, *, token: str | None = None, private: bool = False, exist_ok: bool = False,
                gguf_files: Sequence[Path] = (), gguf_repo: str | None = None, results: Path | None = None,
                license: str | None = None, commit_message: str | None = None, dry_run: bool = False,
-               progress: bool = True, base_model: str | None = None) -> PushResult:
+               progress: bool = True, base_model: str | None = None, gguf_check: GGUFCheck | None = None) -> PushResult:
     """Publish the abliterated model in ``folder`` (written by ``forge-hub apply`` or ``run``) as ``repo_id``.
 
     ``gguf_files`` (``<name>-<TYPE>.gguf``) go into the same repo, or into ``gguf_repo`` with a card of
@@ -119,14 +122,16 @@ def push_model(folder: Path, repo_id: str, *, token: str | None = None, private:
     ``base_model`` its Hub id when the direction was computed on a local folder or GGUF file.
     ``exist_ok`` uploads into an existing repo (files of the same name are replaced, stale weight
     shards removed); without it an existing repo is an error. ``dry_run`` stages the exact folder
-    and returns what would be uploaded without a single request.
+    and returns what would be uploaded without a single request. ``gguf_check`` (what
+    :func:`forge_hub.evaluation.gguf_check.check_gguf_files` measured of the GGUF files) goes beside
+    them as ``gguf-evaluation.json`` and into the cards' GGUF tables; its warnings become notes.
 
     Example::
 
         push_model(Path("smollm2-abliterated"), "me/smollm2-abliterated", dry_run=True).files
     """
     plan = plan_push(folder, repo_id, gguf_files=gguf_files, gguf_repo=gguf_repo, results=results,
-                     base_model=base_model)
+                     base_model=base_model, gguf_check=gguf_check)
     if not dry_run:
         token = require_token(token)
         check_online()
@@ -162,6 +167,7 @@ class PushPlan:
     results_path: Path | None
     results: EvaluationResults | None
     notes: list[str]
+    gguf_check: GGUFCheck | None = None
 
     @property
     def repo_ids(self) -> list[str]:
@@ -169,7 +175,8 @@ class PushPlan:
 
 
 def plan_push(folder: Path, repo_id: str, *, gguf_files: Sequence[Path] = (), gguf_repo: str | None = None,
-              results: Path | None = None, base_model: str | None = None) -> PushPlan:
+              results: Path | None = None, base_model: str | None = None,
+              gguf_check: GGUFCheck | None = None) -> PushPlan:
     """Check every input of a push without a request: the folder, repo names, GGUF files, results."""
     folder = Path(folder).expanduser().resolve()
     files, left_out = select_files(folder)
@@ -192,26 +199,34 @@ def plan_push(folder: Path, repo_id: str, *, gguf_files: Sequence[Path] = (), gg
     if base is None:
         notes.append("the base model is not a Hub id (computed on a local folder or GGUF file), so the card has no "
                      "base_model; name it with {base_model} (OWNER/NAME)")
+    if gguf_check is not None:
+        gguf_check = dataclasses.replace(gguf_check, files=[f for f in gguf_check.files
+                                                             if f.file in {g.name for g in gguf}])
+        notes += [f"{f.file}: {f.warning}" for f in gguf_check.files if f.warning]
     return PushPlan(folder, repo_id, files, meta, base, revision, base_model, gguf, gguf_repo, results_path,
-                    result_data, notes)
+                    result_data, notes, gguf_check if gguf_check is not None and gguf_check.files else None)
 
 
 def _stage(plan: PushPlan, tmp: Path, licence: Licence, dry_run: bool) -> PushResult:
     """The exact upload folder(s) under ``tmp/model`` (and ``tmp/gguf``), cards checked offline."""
     main_dir, gguf_dir = tmp / "model", tmp / "gguf"
     wheel = source_wheel()  # the exact code that made the model, installable from the repo itself
+    local_names = {plan.meta.model if plan.meta else None: plan.base}
+    if plan.gguf_check is not None:  # beside the files it measured, with this machine's paths made public
+        write_json(gguf_dir if plan.gguf_repo else main_dir, GGUF_CHECK_FILE, plan.gguf_check.to_dict(), local_names)
     staged = stage_model(main_dir, plan.files + ([wheel] if wheel else []), plan.results_path if plan.results else None,
-                         [] if plan.gguf_repo else plan.gguf,
-                         local_names={plan.meta.model if plan.meta else None: plan.base})
+                         [] if plan.gguf_repo else plan.gguf, local_names=local_names)
     card = build_model_card(plan.folder, plan.repo_id, results=plan.results, licence=licence,
                             base_model=plan.base_model, gguf=plan.gguf, gguf_repo=plan.gguf_repo,
-                            files=_card_files(staged), wheel=wheel.name if wheel else None)
+                            files=_card_files(staged), wheel=wheel.name if wheel else None,
+                            gguf_check=plan.gguf_check)
     check_card(card, plan.results)
     card.save(main_dir / "README.md")
     result = PushResult(plan.repo_id, None, _listing(main_dir), None, card=str(card), notes=plan.notes,
                         dry_run=dry_run)
     if plan.gguf_repo:
-        gguf_card = build_gguf_card(plan.repo_id, plan.gguf_repo, plan.gguf, licence=licence, base_model=plan.base)
+        gguf_card = build_gguf_card(plan.repo_id, plan.gguf_repo, plan.gguf, licence=licence, base_model=plan.base,
+                                    gguf_check=plan.gguf_check)
         check_card(gguf_card)
         stage_files(gguf_dir, {g.name: g.path for g in plan.gguf})
         gguf_card.save(gguf_dir / "README.md")
@@ -368,6 +383,13 @@ def stage_model(target: Path, files: Sequence[Path], results: Path | None,
         config.write_text(to_toml(without_local_paths(load_toml(text), local_names or {}), header=header.strip()),
                           encoding="utf-8")
     return _listing(target)
+
+
+def write_json(folder: Path, name: str, data: dict, local_names: dict) -> None:
+    """A JSON file of the upload, with this machine's absolute paths replaced (see :func:`stage_model`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(json.dumps(without_local_paths(data, local_names), indent=2, ensure_ascii=False) + "\n",
+                               encoding="utf-8")
 
 
 def without_local_paths(data, local_names: dict):
