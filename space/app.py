@@ -27,6 +27,8 @@ from forge_hub.abliterate import layer_plot
 from forge_hub.abliterate.search import DEFAULT_PICK_MAX_KL
 from forge_hub.errors import ForgeHubError
 from forge_hub.evaluation import report
+from forge_hub.evaluation.capability import DEFAULT_TASKS
+from forge_hub.evaluation.compare import FINAL_MAX_NEW_TOKENS
 from forge_hub.webapp import checks, steps
 from forge_hub.webapp.jobs import loaded_models
 from forge_hub.webapp.workspace import SessionFolders
@@ -41,7 +43,8 @@ FIELDS = {"model": "“Model”", "revision": "“Revision”", "dataset": "“P
           "prompts_dataset": "“Prompt dataset”", "sources": "“Sources”", "n_prompts": "“Prompts per side”",
           "layer": "“Layer”", "search_trials": "“Search trials”", "repo": "“Repository name”",
           "push_to": "“Repository name”", "exist_ok": "“Update the repo if it exists”", "gguf": "“GGUF variants”",
-          "chat_template": "a model that has a chat template"}
+          "chat_template": "a model that has a chat template", "limit": "“Documents per task”",
+          "tasks": "“Capability tasks”", "include_path": "“Capability tasks”"}
 
 
 @spaces.GPU(duration=lambda job: job.seconds)
@@ -151,10 +154,11 @@ def apply_step(request: gr.Request, progress=gr.Progress(track_tqdm=True)):
 
 
 @shows_errors
-def evaluate_step(n_prompts: float, max_new_tokens: float, request: gr.Request,
-                  progress=gr.Progress(track_tqdm=True)):
+def evaluate_step(n_prompts: float, max_new_tokens: float, tasks: list[str] | None, task_limit: float | None,
+                  request: gr.Request, progress=gr.Progress(track_tqdm=True)):
     ws = _session(request)
     result = steps.evaluate_step(ws, n_prompts=int(n_prompts), max_new_tokens=int(max_new_tokens), run=on_gpu,
+                                 tasks=list(tasks or []), limit=int(task_limit or steps.DEFAULT_TASK_LIMIT),
                                  progress=_progress(progress))
     markdown = ws.path / "results.md"
     markdown.write_text(report.results_markdown(result), encoding="utf-8")
@@ -164,6 +168,11 @@ def evaluate_step(n_prompts: float, max_new_tokens: float, request: gr.Request,
     summary = (f"Harmful prompts refused: **{r.reference.refusals} → {r.model.refusals}** of "
                f"{result.harmful_count}; harmless refused: {r.reference.over_refusals} → {r.model.over_refusals} "
                f"of {result.harmless_count}; first-token KL {r.kl_divergence:.4f}.")
+    tasks = [f"{t.task} {t.metric} {t.reference.value:.3f} → {t.model.value:.3f}"
+             for t in (r.capabilities or {}).values() if t.reference is not None]
+    if tasks:
+        summary += f" Capabilities ({result.settings['capability']['limit']} documents per task): " + "; ".join(tasks) \
+            + "."
     return (summary, pd.DataFrame(rows, columns=headers), pd.DataFrame(samples, columns=sample_headers),
             [str(ws.results), str(markdown)])
 
@@ -305,7 +314,13 @@ def build_app() -> gr.Blocks:
         gr.Markdown("## 3. Evaluate before / after (prompts from the test split)")
         with gr.Row():
             eval_prompts = gr.Slider(4, 256, value=32, step=4, label="Prompts per side", elem_id="eval-prompts")
-            eval_tokens = gr.Slider(8, 128, value=40, step=8, label="New tokens per answer", elem_id="eval-tokens")
+            eval_tokens = gr.Slider(8, 256, value=FINAL_MAX_NEW_TOKENS, step=4, label="New tokens per answer",
+                                    elem_id="eval-tokens")
+        with gr.Row():
+            eval_tasks = gr.CheckboxGroup(list(DEFAULT_TASKS), value=[], elem_id="eval-tasks",
+                                          label="Capability tasks on both models (lm-evaluation-harness)")
+            task_limit = gr.Slider(10, 500, value=steps.DEFAULT_TASK_LIMIT, step=10, elem_id="task-limit",
+                                   label="Documents per task (a quick estimate within the GPU time)")
         evaluate_btn = gr.Button("3. Evaluate", variant="primary", elem_id="evaluate")
         evaluate_md = gr.Markdown(elem_id="evaluate-summary")
         metrics = gr.Dataframe(label="Before / after", interactive=False, elem_id="metrics")
@@ -340,7 +355,7 @@ def build_app() -> gr.Blocks:
         compute_btn.click(compute_step, [model_id, revision, dataset, sources, n_prompts, method, layer, search_trials],
                           [compute_md, plot, layer_table, direction_files, front_plot], api_name="compute", **gpu)
         apply_btn.click(apply_step, None, apply_md, api_name="apply", concurrency_limit=2)
-        evaluate_btn.click(evaluate_step, [eval_prompts, eval_tokens],
+        evaluate_btn.click(evaluate_step, [eval_prompts, eval_tokens, eval_tasks, task_limit],
                            [evaluate_md, metrics, samples, results_files], api_name="evaluate", **gpu)
         chat_args = dict(fn=chat_step, inputs=[message, chat_before, chat_after, chat_tokens],
                          outputs=[chat_before, chat_after, message], **gpu)

@@ -3,9 +3,9 @@ small tasks of our own (lm-eval YAML over local JSON files), checked against lm-
 
 import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from helpers.lm_eval_tasks import write_tasks
 from helpers.tiny import HARMFUL, HARMLESS, make_model, save_model
 
 from forge_hub.cli import main
@@ -14,33 +14,6 @@ from forge_hub.evaluation.capability import CapabilitySettings, check_tasks, com
 
 needs_lm_eval = pytest.mark.skipif(importlib.util.find_spec("lm_eval") is None,
                                    reason="pip install 'forge-hub[eval]' (lm-eval)")
-WORDS = ["cat", "dog", "tree", "house", "car", "cake", "bread", "poem", "story", "water", "fire", "school"]
-
-
-def write_tasks(folder: Path) -> Path:
-    """Two tasks in lm-eval's YAML format over local JSON lines: multiple choice (acc, acc_norm) and
-    a short generation (exact_match through a filter), written for these tests."""
-    folder.mkdir(parents=True, exist_ok=True)
-    docs = [{"question": f"what is the {WORDS[i % 12]}", "choices": [WORDS[(i + k) % 12] for k in range(3)],
-             "answer": i % 3, "target": WORDS[(i + 1) % 12]} for i in range(12)]
-    data = folder / "docs.jsonl"
-    data.write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
-    common = f"dataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data}\ntest_split: test\n"
-    (folder / "tiny_choice.yaml").write_text(
-        f"task: tiny_choice\n{common}output_type: multiple_choice\ndoc_to_text: \"{{{{question}}}}\"\n"
-        "doc_to_target: answer\ndoc_to_choice: \"{{choices}}\"\nmetric_list:\n"
-        "  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
-        "  - metric: acc_norm\n    aggregation: mean\n    higher_is_better: true\n", encoding="utf-8")
-    (folder / "tiny_words.yaml").write_text(
-        f"task: tiny_words\n{common}output_type: generate_until\ndoc_to_text: \"{{{{question}}}}\"\n"
-        "doc_to_target: \"{{target}}\"\ngeneration_kwargs:\n  until: [\"</s>\"]\n  max_gen_toks: 3\n"
-        "  do_sample: false\nfilter_list:\n  - name: first-word\n    filter:\n      - function: regex\n"
-        "        regex_pattern: \"(\\\\w+)\"\n      - function: take_first\n"
-        "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n",
-        encoding="utf-8")
-    return folder
-
-
 @needs_lm_eval
 def test_evaluate_tasks_equal_lm_evals_own_run(tmp_path, prompt_files):
     import lm_eval

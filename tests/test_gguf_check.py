@@ -214,3 +214,14 @@ def test_gguf_type_from_metadata_or_name(abliterated, tmp_path):
     other = tmp_path / "x-Q5_K_M.gguf"
     other.write_bytes(b"not really a gguf")
     assert gguf_type(other) == "Q5_K_M"
+
+
+def test_tiny_files_through_llama_cpp_match_their_unquantized_model(abliterated):
+    pytest.importorskip("llama_cpp")
+    root, folder, files = abliterated
+    check = check_gguf_files(files, options=options(root / "source", backend="llama.cpp", threads=1),
+                             unquantized=folder)
+    assert [f.backend for f in check.files] == ["llama.cpp", "llama.cpp"]
+    f16, q8 = check.files
+    assert f16.kl_divergence == pytest.approx(check.unquantized_kl, abs=0.01)  # F16 rounding, llama.cpp's kernels
+    assert q8.kl_divergence == pytest.approx(check.unquantized_kl, abs=0.05)

@@ -3,8 +3,10 @@ session folders, result tables and the GPU jobs. No Gradio needed."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import pickle
 import re
 import time
 from pathlib import Path
@@ -17,7 +19,8 @@ from helpers.hub_server import USER, FakeHub
 from helpers.tiny import HARMFUL, HARMLESS, make_model, make_tokenizer, random_artifact, save_model
 
 from forge_hub.abliterate import layer_plot
-from forge_hub.errors import HubError, ModelLoadError, PromptError
+from forge_hub.errors import HubError, ModelLoadError, PromptError, SettingsError
+from forge_hub.evaluation.compare import EvaluationSettings
 from forge_hub.evaluation.report import comparison_rows, sample_rows
 from forge_hub.model.chat import chat_answer
 from forge_hub.model.loading import ModelSource, load_model
@@ -27,6 +30,7 @@ from forge_hub.schema import RESULTS_SCHEMA, EvaluationResults
 from forge_hub.webapp import checks as space_support
 from forge_hub.webapp.checks import ModelInfo
 from forge_hub.webapp.jobs import ChatJob, ComputeJob, EvaluateJob, LoadedModels
+from forge_hub.webapp.steps import DEFAULT_TASK_LIMIT
 from forge_hub.webapp.workspace import SessionFolders
 
 GB = 1e9
@@ -359,6 +363,35 @@ def test_evaluate_and_chat_jobs(tiny_dir, tmp_path):
     assert expected
     before, after = ChatJob(str(tiny_dir), str(tiny_dir), messages, messages, 12).run()
     assert before == after == expected
+
+
+@pytest.mark.skipif(importlib.util.find_spec("lm_eval") is None, reason="pip install 'forge-hub[eval]' (lm-eval)")
+def test_evaluate_job_runs_capability_tasks_and_survives_pickling(tiny_dir, tmp_path):
+    from helpers.lm_eval_tasks import write_tasks
+
+    from forge_hub.evaluation.capability import CapabilitySettings
+
+    capability = CapabilitySettings(tasks=("tiny_choice",), limit=4, include_path=str(write_tasks(tmp_path / "t")))
+    job = EvaluateJob(str(tiny_dir), str(tiny_dir), HARMFUL[:2], HARMLESS[:2], str(tmp_path / "results.json"),
+                      EvaluationSettings(max_new_tokens=2), capability=capability)
+    result = pickle.loads(pickle.dumps(job)).run()  # as a ZeroGPU worker gets it
+    task = result.results.capabilities["tiny_choice"]
+    assert task.samples == 4 and task.delta == 0.0 and task.model == task.reference  # a model against itself
+    assert result.settings["capability"]["limit"] == 4
+
+
+def test_capability_tasks_must_fit_the_gpu_time():
+    eight_b = ModelInfo(ModelSource("hub", "o/8b"), 8_000_000_000, 16_000_000_000)
+    alone = space_support.evaluate_seconds(eight_b, 64, 100)
+    few = space_support.evaluate_seconds(eight_b, 64, 100, tasks=("hellaswag", "arc_challenge"), limit=25)
+    default = space_support.evaluate_seconds(eight_b, 64, 100, tasks=("hellaswag", "arc_challenge"),
+                                             limit=DEFAULT_TASK_LIMIT)  # the Space's default fits an 8B model
+    assert alone < few < default <= space_support.max_seconds()
+    with pytest.raises(SettingsError, match="do not fit") as info:
+        space_support.evaluate_seconds(eight_b, 64, 100, tasks=("mmlu", "gsm8k"), limit=5000)
+    fits = int(re.search(r"at most (\d+) documents", info.value.hint).group(1))
+    assert 0 < fits < 5000
+    space_support.evaluate_seconds(eight_b, 64, 100, tasks=("mmlu", "gsm8k"), limit=fits)  # the advice holds
 
 
 def test_loaded_models_are_reused_until_the_folder_changes(tmp_path):

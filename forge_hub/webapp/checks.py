@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,15 @@ STEP_OVERHEAD_SECONDS = 0.03  # kernel launches and Python per forward pass, wha
 PROMPT_TOKENS = 96  # chat template + an instruction, generously
 SAFETY_FACTOR = 1.5
 TASK_OVERHEAD_SECONDS = 15  # process start, CUDA context, moving results back
+# lm-eval tasks (the evaluate step's capability tasks), as rough upper figures: answer choices per
+# document, prompt tokens of a few-shot request, tokens a generative task writes, and the seconds to
+# fetch and prepare its data inside the GPU task (MMLU is 57 subsets).
+CHOICES_PER_DOCUMENT = 4
+TASK_PROMPT_TOKENS = 768
+GENERATIVE_TASKS = ("gsm8k",)
+GENERATED_TOKENS = 256
+TASK_DATA_SECONDS = {"mmlu": 120, "default": 30}
+FULL_TASK_DOCUMENTS = 14_042  # no limit: the largest default task (MMLU's test set)
 
 
 @dataclass(frozen=True)
@@ -354,13 +364,42 @@ def compute_seconds(info: ModelInfo, prompts_per_side: int, *, num_layers: int |
     return _bounded(seconds)
 
 
-def evaluate_seconds(info: ModelInfo, prompts: int, max_new_tokens: int, *, batch_size: int = 16) -> int:
+def evaluate_seconds(info: ModelInfo, prompts: int, max_new_tokens: int, *, batch_size: int = 16,
+                     tasks: Sequence[str] = (), limit: int | None = None) -> int:
     """GPU seconds for the evaluation: two models load, each answers every prompt greedily, then
-    a KL pass and a cross-entropy pass per model over the harmless half."""
+    a KL pass and a cross-entropy pass per model over the harmless half; and with ``tasks``, each
+    lm-eval task on both models over ``limit`` documents (its data read inside the task too).
+    Raises a :class:`SettingsError` naming a limit that fits when the tasks cannot finish in one
+    task's time (asking for less would only abort them half way)."""
     batches = 2 * math.ceil(max(prompts, 1) / 2 / batch_size)  # harmful and harmless lists separately
     decode = 2 * batches * max_new_tokens * _step_seconds(info)
     prefill = _prefill_seconds(info, 2 * prompts + 2 * prompts, batch_size)
-    return _bounded(2 * _load_seconds(info) + decode + prefill)
+    seconds = 2 * _load_seconds(info) + decode + prefill
+    if tasks:
+        documents = limit or FULL_TASK_DOCUMENTS
+        per_document = sum(_task_seconds(info, task, 1, batch_size) for task in tasks)
+        fixed = sum(TASK_DATA_SECONDS.get(task, TASK_DATA_SECONDS["default"]) for task in tasks)
+        room = (max_seconds() - TASK_OVERHEAD_SECONDS) / SAFETY_FACTOR - seconds - fixed
+        if documents * per_document > room:
+            fits = max(0, int(room // per_document)) if per_document > 0 else 0
+            raise SettingsError(f"{len(tasks)} capability task(s) on {documents} documents each do not fit in the "
+                                f"{max_seconds()}s of GPU time one task may use here",
+                                f"choose at most {fits} documents per task in {{limit}}, or fewer tasks",
+                                input="limit")
+        seconds += fixed + documents * per_document
+    return _bounded(seconds)
+
+
+def _task_seconds(info: ModelInfo, task: str, documents: int, batch_size: int) -> float:
+    """Both models on ``documents`` of one lm-eval task: generated answers for the generative tasks,
+    one scored continuation per answer choice for the others (few-shot prompts are long)."""
+    if task in GENERATIVE_TASKS:
+        steps = 2 * documents / batch_size * GENERATED_TOKENS
+        flops = 2 * info.parameters * TASK_PROMPT_TOKENS * 2 * documents
+        return steps * _step_seconds(info) + flops / PREFILL_FLOPS
+    requests = 2 * documents * CHOICES_PER_DOCUMENT
+    return 2 * info.parameters * TASK_PROMPT_TOKENS * requests / PREFILL_FLOPS + requests / batch_size * \
+        _step_seconds(info)
 
 
 def chat_seconds(info: ModelInfo, max_new_tokens: int) -> int:

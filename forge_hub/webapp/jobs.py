@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from forge_hub.evaluation.capability import CapabilitySettings
 from forge_hub.evaluation.compare import EvaluationSettings
 from forge_hub.model.chat import chat_stream
 from forge_hub.model.loading import ModelSource, load_model
@@ -148,13 +149,14 @@ class EvaluateJob:
     reference_name: str = "original"
     prompt_sources: dict[str, str] = field(default_factory=dict)
     seconds: int = 60
+    capability: CapabilitySettings | None = None  # lm-eval tasks on both models
 
     def run(self) -> EvaluationResults:
         reference, tokenizer = loaded_models.get(self.original)
         model, _ = loaded_models.get(self.abliterated)
         result = evaluate(model, tokenizer, self.harmful, self.harmless, reference=reference, settings=self.settings,
                           model_name=self.model_name, reference_name=self.reference_name,
-                          prompt_sources=self.prompt_sources)
+                          prompt_sources=self.prompt_sources, capability=self.capability)
         write_results(result, self.out)
         return result
 

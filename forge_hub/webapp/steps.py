@@ -15,6 +15,7 @@ from typing import Any
 
 from forge_hub.abliterate.directions import RefusalDirections
 from forge_hub.errors import ForgeHubError, SettingsError
+from forge_hub.evaluation.capability import CapabilitySettings, check_tasks
 from forge_hub.evaluation.compare import EvaluationSettings
 from forge_hub.hub.push import PushResult
 from forge_hub.outputs.checkpoint import ApplyReport
@@ -27,6 +28,7 @@ from forge_hub.webapp.workspace import Workspace
 
 Run = Callable[[Any], Any]
 Progress = Callable[[float, str], None]
+DEFAULT_TASK_LIMIT = 50  # documents per capability task: a quick estimate that fits the GPU time of one task
 
 
 class StepMissing(ForgeHubError):
@@ -94,23 +96,31 @@ def apply_step(ws: Workspace, *, progress: Progress = _no_progress) -> tuple[Ref
     return artifact, report
 
 
-def evaluate_step(ws: Workspace, *, n_prompts: int, max_new_tokens: int, run: Run,
-                  progress: Progress = _no_progress) -> EvaluationResults:
-    """Both models on the test split of the session's prompt dataset; the results are saved in the
-    session (the push puts them on the card)."""
+def evaluate_step(ws: Workspace, *, n_prompts: int, max_new_tokens: int, run: Run, tasks: Sequence[str] = (),
+                  limit: int | None = DEFAULT_TASK_LIMIT, progress: Progress = _no_progress) -> EvaluationResults:
+    """Both models on the test split of the session's prompt dataset, and on the lm-eval ``tasks``
+    (``limit`` documents each, so they fit one GPU task); the results are saved in the session (the
+    push puts them on the card)."""
     _need(ws.model, "2. Apply")
     state = ws.state()
     info = checks.ModelInfo.from_dict(state["model"])
-    progress(0, "reading the test prompts")
+    capability = None
+    if tasks:
+        progress(0, "checking the capability tasks")
+        capability = CapabilitySettings(tasks=tuple(tasks), limit=int(limit) if limit else None)
+        check_tasks(capability)
+    progress(0.01, "reading the test prompts")
     prompts = _prompts(state.get("dataset"), state.get("sources"), "test", n_prompts)
     settings = EvaluationSettings(max_new_tokens=int(max_new_tokens), samples=5)
     total = len(prompts.harmful) + len(prompts.harmless)
-    seconds = checks.evaluate_seconds(info, total, settings.max_new_tokens)
+    seconds = checks.evaluate_seconds(info, total, settings.max_new_tokens, tasks=tuple(tasks),
+                                      limit=capability.limit if capability else None)
     job = EvaluateJob(state["local_path"], str(ws.model), prompts.harmful, prompts.harmless, str(ws.results), settings,
                       model_name=f"{info.label} (abliterated)", reference_name=info.label,
                       prompt_sources={"harmful": prompts.harmful_source, "harmless": prompts.harmless_source},
-                      seconds=seconds)
-    progress(0.05, f"answering {total} prompts with both models (up to {seconds}s of GPU)")
+                      seconds=seconds, capability=capability)
+    also = f" and {len(tasks)} capability task(s)" if tasks else ""
+    progress(0.05, f"answering {total} prompts{also} with both models (up to {seconds}s of GPU)")
     return run(job)
 
 
@@ -138,6 +148,8 @@ def publish_step(ws: Workspace, *, repo_name: str, private: bool, update: bool, 
     repo_id = checks.target_repo(repo_name, username or user, orgs=orgs, default=checks.default_repo_name(info))
     checks.check_new_repo(repo_id, token, update=update)
     progress(0.1, f"writing GGUF files and uploading to {repo_id}" if gguf_types else f"uploading to {repo_id}")
+    # No GGUF check here: it would run every file on the CPU of the Space; `forge-hub gguf
+    # --evaluate-against` or `forge-hub push` on a machine of your own measures them.
     result = push(ws.model, repo_id, token=token, private=private, exist_ok=update, gguf_types=list(gguf_types),
                      results=ws.results if ws.results.exists() else None)
     return repo_id, result
