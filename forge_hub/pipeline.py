@@ -196,7 +196,8 @@ def optimize(model: torch.nn.Module, tokenizer: object, source: ModelSource, pro
         search=SearchRecord(study=StudyLocation.parse(search.storage).describe(), study_name=search.study_name,
                             trial=chosen.number, refusals=chosen.values[0], kl=chosen.values[1],
                             eval_prompts={"harmful": _prompt_set(eval_harmful), "harmless": _prompt_set(eval_harmless)},
-                            max_new_tokens=search.max_new_tokens, trials=len(finished_trials(study)), pick=rule))
+                            max_new_tokens=search.max_new_tokens, trials=len(finished_trials(study)), pick=rule,
+                            judge=search.judge))
     return SearchOutcome(result, study, chosen)
 
 
@@ -407,18 +408,21 @@ REMOVED_SHARE, PARTLY_SHARE, DAMAGING_KL = 0.25, 0.6, 0.5
 
 def check_run(model: torch.nn.Module, tokenizer: object, artifact: RefusalDirections, prompts: PromptLists, *,
               options: ComputeOptions, max_new_tokens: int = FINAL_MAX_NEW_TOKENS, max_prompts: int = 100,
-              xstest: XSTestPrompts | None = None, capability: CapabilitySettings | None = None) -> RunCheck:
+              xstest: XSTestPrompts | None = None, capability: CapabilitySettings | None = None,
+              judge: str | None = None, judge_label: str | None = None) -> RunCheck:
     """Answer held-out prompts with the loaded original, then with the same model edited in memory as
     the artifact's settings say, and judge the result. The model is left edited.
 
     The prompts are those held out from the directions (the compute step never used them to build
     the direction); at most ``max_prompts`` per side. ``xstest`` adds over-refusal on XSTest's safe
-    prompts, ``capability`` lm-eval tasks, both measured on the same model before and after the edit.
+    prompts, ``capability`` lm-eval tasks, both measured on the same model before and after the edit;
+    ``judge`` (a text-classification model) counts the harmful answers' refusals as a second opinion.
     """
     start = time.time()
     harmful, harmless = held_out(prompts, options=options, max_prompts=max_prompts)
     settings = EvaluationSettings(max_new_tokens=max_new_tokens, batch_size=options.batch_size,
-                                  system_prompt=options.system_prompt, max_prompt_tokens=options.max_prompt_tokens)
+                                  system_prompt=options.system_prompt, max_prompt_tokens=options.max_prompt_tokens,
+                                  judge=judge, judge_label=judge_label)
     if xstest is not None:
         check_prompt_lengths(tokenizer, xstest.prompts, max_tokens=options.max_prompt_tokens,
                              system_prompt=options.system_prompt, context=model_context(model))

@@ -213,6 +213,7 @@ class SearchRecord(JsonRecord):
     max_new_tokens: int
     trials: int
     pick: str
+    judge: str | None = None  # the classifier that counted the trials' refusals; None: the markers
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> SearchRecord | None:

@@ -8,7 +8,8 @@ width, floor). The first trial is the measured default, so the search can only i
 Trials are cheap: one model stays loaded, each trial's edit is written into its weights in place
 and undone from a saved copy of the residual writers before the next; KL costs one forward pass
 on the harmless prompts, and refusal counting stops early once a trial is already dominated
-(more refusals than a finished trial with no larger KL). The study lives in an Optuna storage
+(more refusals than a finished trial with no larger KL). Refusals are counted by the markers, or
+with ``judge`` by a text-classification model (:mod:`forge_hub.evaluation.judge`). The study lives in an Optuna storage
 (:mod:`forge_hub.abliterate.study`): an interrupted run resumes where it stopped, and several
 processes or machines can add trials to one study until it holds ``trials`` finished ones.
 """
@@ -33,6 +34,7 @@ from forge_hub.abliterate.live import apply_plan, plan_for_model
 from forge_hub.abliterate.study import StudyLocation, is_surplus, join_study, trial_counts
 from forge_hub.errors import SettingsError
 from forge_hub.evaluation.generation import first_token_logprobs, generate, kl_divergence
+from forge_hub.evaluation.judge import refusal_judge
 from forge_hub.evaluation.refusals import REFUSAL_MARKERS, is_refusal
 from forge_hub.model.weights import ModelWeights
 from forge_hub.schema import AblationSettings
@@ -56,6 +58,8 @@ class SearchOptions:
     pick_max_kl: float = DEFAULT_PICK_MAX_KL  # default pick: fewest refusals among trials with KL at most this
     system_prompt: str | None = None
     markers: tuple[str, ...] = REFUSAL_MARKERS
+    judge: str | None = None  # a text-classification model that counts refusals instead of the markers
+    judge_label: str | None = None  # its refusal label (default: the one naming a refusal)
 
 
 class TrialEvaluator:
@@ -66,6 +70,7 @@ class TrialEvaluator:
         self.model, self.tokenizer, self.options = model, tokenizer, options
         self.harmful, self.harmless = list(harmful), list(harmless)
         self.weights = ModelWeights(model)
+        self.judge = refusal_judge(options.judge, options.judge_label) if options.judge else None
         self.reference = first_token_logprobs(model, tokenizer, self.harmless, batch_size=options.batch_size,
                                               system_prompt=options.system_prompt)
 
@@ -93,7 +98,7 @@ class TrialEvaluator:
             chunk = self.harmful[start:start + o.batch_size]
             answers = generate(self.model, self.tokenizer, chunk, max_new_tokens=o.max_new_tokens,
                                batch_size=o.batch_size, system_prompt=o.system_prompt)
-            refusals += sum(is_refusal(a, o.markers) for a in answers)
+            refusals += self.judge.count(answers) if self.judge else sum(is_refusal(a, o.markers) for a in answers)
             seen += len(chunk)
             if refusal_bound is not None and refusals > refusal_bound and seen < len(self.harmful):
                 return refusals * len(self.harmful) / seen, kl, False
@@ -135,7 +140,8 @@ def search_setup(model_name: str, harmful: Sequence[str], harmless: Sequence[str
     """What makes two processes' trials comparable (stored in the study, checked on joining)."""
     return {"model": Path(model_name).name, "harmful prompts": list(harmful), "harmless prompts": list(harmless),
             "search tokens": options.max_new_tokens, "refusal markers": list(options.markers),
-            "methods": list(methods), "system prompt": options.system_prompt}
+            "methods": list(methods), "system prompt": options.system_prompt,
+            **({"refusal judge": [options.judge, options.judge_label]} if options.judge else {})}
 
 
 def open_search(options: SearchOptions, model_name: str, harmful: Sequence[str], harmless: Sequence[str],

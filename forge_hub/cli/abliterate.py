@@ -107,6 +107,12 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-harmless", help="harmless prompts that score trials (default: the held-out prompts)")
     g.add_argument("--search-tokens", type=int, default=24, help="answer length while searching (default 24)")
     g.add_argument("--refusal-markers", help="file of refusal phrases, one per line (default: forge-hub's)")
+    g.add_argument("--judge", metavar="MODEL",
+                   help="a text-classification model (folder or Hub id) that counts the refusals of each search trial "
+                   "instead of the markers, and gives a second opinion in the run's check; e.g. "
+                   "protectai/distilroberta-base-rejection-v1 (82M parameters)")
+    g.add_argument("--judge-label", help="the judge's label meaning refusal (default: the one naming a refusal "
+                   "or rejection)")
 
 
 def _load_prompts(args: argparse.Namespace):
@@ -144,7 +150,8 @@ def _optimize(args: argparse.Namespace):
     location = StudyLocation.parse(args.study or f"forge-hub-{_model_name(src)}.study.db")
     search = SearchOptions(trials=args.trials, storage=location.target, study_name=args.study_name,
                            heartbeat=args.heartbeat, max_new_tokens=args.search_tokens, batch_size=args.batch_size,
-                           seed=args.seed, pick_max_kl=args.pick_max_kl, system_prompt=args.system_prompt)
+                           seed=args.seed, pick_max_kl=args.pick_max_kl, system_prompt=args.system_prompt,
+                           judge=args.judge, judge_label=args.judge_label)
     if markers:
         search.markers = tuple(m.lower() for m in markers)
     outcome = optimize(model, tokenizer, src, prompts, options=compute_options(args), search=search,
@@ -234,6 +241,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise SettingsError("--evaluate-tasks and --xstest are part of the run's check, which --no-evaluate skips",
                             "leave out --no-evaluate, or those flags")
     capability, xstest = (capability_settings(args), xstest_from(args)) if args.evaluate else (None, None)
+    if args.judge and (args.optimize or args.evaluate):  # a judge that cannot load fails now, not after compute
+        from forge_hub.evaluation.judge import refusal_judge
+
+        refusal_judge(args.judge, args.judge_label)
     start = time.time()
     artifact, model, tokenizer, prompts = _optimize(args) if args.optimize else _compute_artifact(args)
     if not args.optimize:
@@ -246,7 +257,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _print_apply_summary(report, settings, None)
     if args.evaluate:
         check = check_run(model, tokenizer, artifact, prompts, options=compute_options(args),
-                          max_new_tokens=args.check_tokens, xstest=xstest, capability=capability)
+                          max_new_tokens=args.check_tokens, xstest=xstest, capability=capability,
+                          judge=args.judge, judge_label=args.judge_label)
         _print_check(check, searched=args.optimize and not args.eval_harmful, gguf=report.output / Path(args.model).name
                      if str(args.model).endswith(".gguf") and not args.to_safetensors else None)
     print(f"\nwrote {report.output} in {time.time() - start:.0f}s")

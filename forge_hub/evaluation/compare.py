@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from forge_hub.errors import SettingsError
 from forge_hub.evaluation.capability import CapabilitySettings, TaskRun, compare_tasks, run_tasks
 from forge_hub.evaluation.generation import answer_cross_entropy, first_token_logprobs, generate_with_ids, kl_divergence
+from forge_hub.evaluation.judge import refusal_judge
 from forge_hub.evaluation.xstest import xstest_scores
 from forge_hub.model.chat import DEFAULT_MAX_PROMPT_TOKENS, check_prompt_lengths, model_context
 from forge_hub.prompts.xstest import XSTestPrompts
@@ -174,13 +174,5 @@ def results_record(measured: Measurement, reference: Measurement | None, harmful
 
 
 def judge_refusals(judge: str, answers: Sequence[str], label: str | None = None) -> int:
-    """Refusals according to a text-classification model (local folder or Hub id)."""
-    from transformers import pipeline
-
-    classify = pipeline("text-classification", model=judge)
-    names = list(classify.model.config.id2label.values())
-    wanted = label or next((n for n in names if "refus" in n.lower()), None)
-    if wanted is None:
-        raise SettingsError(f"judge {judge} has labels {names}, none of them a refusal label",
-                            "name the judge's refusal label with {judge_label}", input="judge_label")
-    return sum(p["label"] == wanted for p in classify(list(answers), truncation=True))
+    """Refusals according to a text-classification model (local folder or Hub id), loaded once."""
+    return refusal_judge(judge, label).count(answers)
