@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -29,7 +30,13 @@ from forge_hub.abliterate.search import (
     run_search,
     trial_choice,
 )
-from forge_hub.abliterate.selection import LayerScores, default_candidates, score_layers
+from forge_hub.abliterate.selection import (
+    LayerScores,
+    MeasuredSetting,
+    default_candidates,
+    measure_settings,
+    score_layers,
+)
 from forge_hub.abliterate.study import StudyLocation
 from forge_hub.errors import SettingsError
 from forge_hub.evaluation.capability import CapabilitySettings
@@ -66,6 +73,12 @@ from forge_hub.schema import (
 log = logging.getLogger("forge_hub")
 
 
+# Ways of applying each shortlisted layer's direction that the default run measures: every layer
+# edited, or a band around the upper layers (as Heretic's kernels tend to pick). Overrides of
+# ComputeOptions.settings; chosen on two refusing models (README, "What each choice buys").
+DEFAULT_VARIATIONS: tuple[Mapping[str, Any], ...] = ({},)
+
+
 @dataclass
 class ComputeOptions:
     """How to measure the directions and choose the layer."""
@@ -83,7 +96,17 @@ class ComputeOptions:
     kl_weight: float = 1.0  # layer score: refusal probability + kl_weight * KL
     max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS  # longer prompts are refused before any work
     seed: int = 0
-    settings: AblationSettings = field(default_factory=AblationSettings)  # how scoring ablates
+    # how the chosen direction is applied: row-normalized (magnitude-preserving) edits measurably
+    # lower the damage at the same refusals (README, "What each choice buys")
+    settings: AblationSettings = field(default_factory=lambda: AblationSettings(row_normalized=True))
+    # The final choice: the first-token scan's `shortlist` best layers, each applied in every way of
+    # `variations`, are baked into the weights in turn and their refusals counted among greedy
+    # answers of `choice_tokens` tokens to the held-out harmful prompts; the fewest within
+    # `kl_budget` wins. choice_tokens 0 keeps the scan's own pick (faster, less reliable).
+    choice_tokens: int = 24
+    shortlist: int = 3
+    kl_budget: float = 0.12
+    variations: tuple[Mapping[str, Any], ...] = DEFAULT_VARIATIONS
 
 
 def _prompt_set(prompts: Sequence[str], source: str | None = None) -> PromptSet:
@@ -138,12 +161,45 @@ def compute(model: torch.nn.Module, tokenizer: object, source: ModelSource, prom
                               system_prompt=options.system_prompt, progress=progress)
         _store_scores(artifact, scores)
         layer = float(scores.chosen)
+        settings = options.settings.replace(direction_layer=layer)
+        if options.choice_tokens > 0:
+            chosen, measured = measure_settings(
+                model, tokenizer, artifact, _shortlist(scores, options), harm_held, safe_held,
+                max_new_tokens=options.choice_tokens, kl_budget=options.kl_budget, batch_size=options.batch_size,
+                system_prompt=options.system_prompt, progress=progress)
+            _store_choice(artifact, chosen, measured, options, len(harm_held))
+            settings = chosen.settings
+            layer = float(settings.direction_layer)
     else:
         layer = fixed_layer
+        settings = options.settings.replace(direction_layer=layer)
         artifact.metadata.selection = LayerSelection(how="given")
     artifact.metadata.selected_layer = layer
-    artifact.metadata.apply_settings = options.settings.replace(direction_layer=layer)
+    artifact.metadata.apply_settings = settings
     return artifact
+
+
+def _shortlist(scores: LayerScores, options: ComputeOptions) -> list[MeasuredSetting]:
+    """The scan's best layers (lowest refusal probability + KL, within the KL bound), best first so
+    that weaker ones stop counting early, each applied in every way of ``options.variations``."""
+    rank = sorted(range(len(scores.layers)), key=lambda i: (scores.kl[i] > options.max_kl,
+                                                            scores.refusal[i] + options.kl_weight * scores.kl[i]))
+    out = []
+    for i in rank[:max(1, options.shortlist)]:
+        for variation in options.variations:
+            label = f"layer {scores.layers[i]}" + "".join(f", {k}={v}" for k, v in variation.items())
+            settings = options.settings.replace(direction_layer=float(scores.layers[i]), **variation)
+            out.append(MeasuredSetting(label, settings))
+    return out
+
+
+def _store_choice(artifact: RefusalDirections, chosen: MeasuredSetting, measured: list[MeasuredSetting],
+                  options: ComputeOptions, held_out: int) -> None:
+    artifact.metadata.selection = artifact.metadata.selection.replace(
+        measured=[c.record() for c in measured], chosen=chosen.label, held_out_harmful=held_out,
+        answer_tokens=options.choice_tokens, kl_budget=options.kl_budget,
+        refusal_rate_left=round(chosen.refusals / max(held_out, 1), 4))
+
 
 
 @dataclass

@@ -87,7 +87,8 @@ class AblationSettings(JsonRecord):
     kernel_center: float | None = None
     kernel_width: float | None = None
     kernel_floor: float = 0.0
-    norm_preserving: bool = False
+    norm_preserving: bool = False  # give each residual vector (weight column) its norm back, exactly
+    row_normalized: bool = False  # edit row-normalized writer weights, then give each row its norm back
     biprojected: bool = False  # orthogonalize the direction against each target layer's harmless mean
     subspace: bool = False  # remove the artifact's SVD subspace instead of one direction
     embeddings: str = "auto"  # auto (edit when untied), keep, edit, untie (copy lm_head, then edit)
@@ -119,6 +120,9 @@ class AblationSettings(JsonRecord):
         if self.kernel not in KERNELS:
             raise SettingsError(f"unknown kernel {self.kernel!r}", f"use one of {', '.join(KERNELS)}", input="kernel")
         self.embedding_mode(tied=False)
+        if self.norm_preserving and self.row_normalized:
+            raise SettingsError("norm_preserving and row_normalized are two ways to keep weight magnitudes; pick one",
+                                "leave out {norm_preserving} or {row_normalized}", input="norm_preserving")
         if num_layers is not None and self.direction_layer is not None and not 0 <= self.direction_layer <= num_layers:
             raise SettingsError(f"direction layer {self.direction_layer:g} is outside the model's 0..{num_layers}",
                                 f"give {{direction_layer}} between 0 and {num_layers}", input="direction_layer")
@@ -194,10 +198,21 @@ class LayerSelection(JsonRecord):
     baseline_refusal_probability: float | None = None
     refusal_token_ids: list[int] = field(default_factory=list)
     candidates: list[int] = field(default_factory=list)
+    # the final choice by generation (see forge_hub.abliterate.selection.measure_settings): each
+    # shortlisted setting's label, refusals, KL and whether its count finished; which was chosen
+    measured: list[dict[str, Any]] = field(default_factory=list)
+    chosen: str | None = None
+    held_out_harmful: int | None = None
+    answer_tokens: int | None = None
+    kl_budget: float | None = None
+    refusal_rate_left: float | None = None  # what the chosen setting still refuses, held out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> LayerSelection:
         return cls(**_from_mapping(cls, data or {}, what="layer selection"))
+
+    def replace(self, **changes: Any) -> LayerSelection:
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass

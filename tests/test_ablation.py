@@ -77,6 +77,35 @@ def test_fused_experts_equal_per_expert_bit_for_bit(r):
     assert torch.allclose(project_out(transposed, r, residual_axis=2) @ r, torch.zeros(4, 12), atol=1e-5)
 
 
+def test_row_normalized_is_the_projection_on_unit_rows_with_row_norms_restored(r):
+    w = torch.randn(H, 24) * torch.linspace(0.2, 3.0, H)[:, None]  # rows of very different norms
+    edited = project_out(w, r, row_normalized=True)
+    # written out by hand: normalise rows, project along the residual axis, renormalise, rescale
+    norms = w.norm(dim=1, keepdim=True)
+    projected = w / norms - torch.outer(r, r) @ (w / norms)
+    expected = projected / projected.norm(dim=1, keepdim=True) * norms
+    assert torch.allclose(edited, expected, atol=1e-5)
+    assert torch.allclose(edited.norm(dim=1), w.norm(dim=1), atol=1e-5)  # every row keeps its norm
+    # chunked, and one expert at a time for fused experts, bit for bit
+    assert torch.equal(project_out(w, r, row_normalized=True, chunk_bytes=3 * 4 * 24), edited)
+    fused = torch.stack([w, 2 * w])
+    assert torch.equal(project_out(fused, r, residual_axis=1, row_normalized=True)[1],
+                       project_out(2 * w, r, row_normalized=True))
+    # biases and embeddings (residual vectors as rows) get the plain projection in this mode
+    emb = torch.randn(30, H)
+    assert torch.equal(project_out(emb, r, residual_axis=1, row_normalized=True), project_out(emb, r, residual_axis=1))
+
+
+def test_the_two_ways_of_keeping_magnitudes_exclude_each_other(r):
+    from forge_hub.errors import SettingsError
+    from forge_hub.schema import AblationSettings
+
+    with pytest.raises(SettingsError, match="pick one"):
+        project_out(torch.randn(H, 4), r, norm_preserving=True, row_normalized=True)
+    with pytest.raises(SettingsError, match="pick one"):
+        AblationSettings(norm_preserving=True, row_normalized=True).check()
+
+
 def test_low_precision_keeps_dtype_and_leaves_input_alone(r):
     w = torch.randn(H, 8).to(torch.bfloat16)
     before = w.clone()

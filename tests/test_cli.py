@@ -9,6 +9,7 @@ import torch
 from helpers.tiny import make_model, make_tokenizer, random_artifact, save_model
 from transformers import AutoModelForCausalLM
 
+from forge_hub.abliterate.ablation import project_out
 from forge_hub.abliterate.directions import RefusalDirections
 from forge_hub.cli import main
 
@@ -41,11 +42,23 @@ def test_compute_then_apply(tmp_path, tiny_model, prompt_files, capsys):
     assert run_cli("apply", tiny_model, "--directions", tmp_path / "dirs", "--out", tmp_path / "out",
                    "--strength", "1.0") == 0
     edited = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
-    r = art.direction()
-    for layer in edited.model.layers:
+    original = AutoModelForCausalLM.from_pretrained(tiny_model)
+    r = art.direction(art.metadata.selected_layer)
+    # the default: row-normalized (magnitude-preserving) ablation, every row keeping its norm
+    assert art.metadata.apply_settings.row_normalized
+    for layer, before in zip(edited.model.layers, original.model.layers):
+        for name in ("self_attn.o_proj", "mlp.down_proj"):
+            w, w0 = layer.get_submodule(name).weight, before.get_submodule(name).weight
+            assert torch.allclose(w, project_out(w0, r, row_normalized=True), atol=1e-6)
+            assert torch.allclose(w.norm(dim=1), w0.norm(dim=1), atol=1e-5)
+    assert "edited" in capsys.readouterr().out
+    # the plain projection on request: no output along the direction left at all
+    assert run_cli("apply", tiny_model, "--directions", tmp_path / "dirs", "--out", tmp_path / "plain",
+                   "--no-row-normalized") == 0
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "plain")
+    for layer in plain.model.layers:
         assert (r @ layer.self_attn.o_proj.weight).abs().max() < 1e-4
         assert (r @ layer.mlp.down_proj.weight).abs().max() < 1e-4
-    assert "edited" in capsys.readouterr().out
 
 
 def test_run_writes_a_complete_model(tmp_path, tiny_model, prompt_files):

@@ -6,7 +6,6 @@ import pytest
 import torch
 from helpers.tiny import HARMFUL, HARMLESS, make_model, make_tokenizer, random_artifact
 
-from forge_hub.abliterate import search as search_mod
 from forge_hub.abliterate.live import abliterate_model
 from forge_hub.abliterate.search import (
     SearchOptions,
@@ -18,6 +17,9 @@ from forge_hub.abliterate.search import (
     run_search,
     trial_choice,
 )
+from forge_hub.evaluation.generation import generate
+from forge_hub.evaluation.refusal_count import count_refusals
+from forge_hub.evaluation.refusals import is_refusal
 from forge_hub.schema import AblationSettings
 
 
@@ -49,17 +51,24 @@ def test_trial_edit_equals_a_fresh_abliteration_and_is_undone(tmp_path):
         assert torch.equal(v, model.state_dict()[k]), k
 
 
-def test_dominated_trials_stop_counting_early(tmp_path, monkeypatch):
+def test_dominated_trials_stop_counting_early(tmp_path):
     model, tok = make_model("llama"), make_tokenizer()
-    calls = []
-    real = search_mod.generate
-    monkeypatch.setattr(search_mod, "generate", lambda *a, **k: calls.append(1) or real(*a, **k))
-    opts = options(tmp_path, markers=("",))  # every answer counts as a refusal
+    opts = options(tmp_path, markers=("",))  # every non-empty answer counts as a refusal
     evaluator = TrialEvaluator(model, tok, HARMFUL, HARMLESS, opts)
     refusals, kl, complete = evaluator(random_artifact(), AblationSettings(), lambda kl: 0)
-    assert (refusals, complete, len(calls)) == (len(HARMFUL), False, 1)  # 4 of 8 counted, extrapolated
-    calls.clear()
-    assert evaluator(random_artifact(), AblationSettings())[2] is True and len(calls) == 2
+    assert (refusals, complete) == (len(HARMFUL), False)  # stopped at the first refusal, scaled up
+    assert evaluator(random_artifact(), AblationSettings())[:1] + (True,) == (len(HARMFUL), True)
+
+
+@pytest.mark.parametrize("markers", [("how",), ("the", "a"), ("zzz-never",), ("",)])
+def test_counting_refusals_as_answers_decide_equals_full_answers(markers):
+    """Rows leave the batch once they end or refuse; the count is what full greedy answers give."""
+    model, tok = make_model("llama", seed=3), make_tokenizer()
+    prompts = HARMFUL + HARMLESS
+    full = generate(model, tok, prompts, max_new_tokens=6, batch_size=5)
+    counted = count_refusals(model, tok, prompts, max_new_tokens=6, batch_size=5, markers=markers)
+    assert counted.complete and counted.refusals == sum(is_refusal(a, markers) for a in full)
+    assert counted.tokens <= 6 * len(prompts)
 
 
 def test_study_runs_resumes_and_starts_from_the_default(tmp_path):

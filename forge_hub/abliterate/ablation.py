@@ -9,6 +9,12 @@ Tensors are viewed as a set of *residual vectors*: the slices that live in resid
 coordinates (the columns of an ``nn.Linear`` weight, the rows of an embedding matrix, a bias).
 Norm-preserving mode rescales each residual vector back to its original length after the
 projection, which keeps the scale the following norms and layers were trained on.
+
+Row-normalized mode (magnitude-preserving ablation, the "full" row normalization of Heretic and
+grimjim) works in the other orientation: each *row* of an ``nn.Linear`` writer (one residual
+coordinate) is scaled to unit length, the projection is made there, and every row gets its old
+length back. Coordinates with large weights are then not edited more than small ones, which
+measurably lowers the damage (KL) at the same refusal removal.
 """
 
 from __future__ import annotations
@@ -35,8 +41,9 @@ def as_direction_rows(directions: torch.Tensor) -> torch.Tensor:
     return basis.T.contiguous()
 
 
+@torch.no_grad()  # weights are data here, also when handed a Parameter
 def project_out(weight: torch.Tensor, directions: torch.Tensor, *, residual_axis: int = 0, strength: float = 1.0,
-                norm_preserving: bool = False, out: torch.Tensor | None = None,
+                norm_preserving: bool = False, row_normalized: bool = False, out: torch.Tensor | None = None,
                 chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
     """Remove ``strength`` times the component along ``directions`` from every residual vector.
 
@@ -47,7 +54,13 @@ def project_out(weight: torch.Tensor, directions: torch.Tensor, *, residual_axis
     large embedding never needs a float32 copy, and every caller (live model, shard stream, GGUF)
     rounds identically. Writes into ``out`` when given (same shape and dtype), else a new tensor;
     the input is never modified.
+
+    ``row_normalized`` applies to ``nn.Linear`` weights (``residual_axis`` 0); biases and
+    embeddings get the plain (or norm-preserving) projection in that mode.
     """
+    if norm_preserving and row_normalized:
+        raise SettingsError("norm preservation and row normalization are two ways to keep magnitudes; pick one",
+                            "leave out {norm_preserving} or {row_normalized}", input="norm_preserving")
     q = as_direction_rows(directions).to(weight.device)
     if out is None:
         out = torch.empty_like(weight, memory_format=torch.contiguous_format)
@@ -55,12 +68,15 @@ def project_out(weight: torch.Tensor, directions: torch.Tensor, *, residual_axis
     if weight.ndim == 3:
         for e in range(weight.shape[0]):
             project_out(weight[e], q, residual_axis=residual_axis - 1, strength=strength,
-                        norm_preserving=norm_preserving, out=out[e], chunk_bytes=chunk_bytes)
+                        norm_preserving=norm_preserving, row_normalized=row_normalized, out=out[e],
+                        chunk_bytes=chunk_bytes)
         return out
     if weight.ndim == 1:
         _project_rows(weight[None, :], out[None, :], q, strength, norm_preserving, chunk_bytes)
     elif weight.ndim == 2 and residual_axis == 1:
         _project_rows(weight, out, q, strength, norm_preserving, chunk_bytes)
+    elif weight.ndim == 2 and residual_axis == 0 and row_normalized:
+        _project_normalized_rows(weight, out, q, strength, chunk_bytes)
     elif weight.ndim == 2 and residual_axis == 0:
         _project_columns(weight, out, q, strength, norm_preserving, chunk_bytes)
     else:
@@ -122,6 +138,37 @@ def _project_columns(src: torch.Tensor, dst: torch.Tensor, q: torch.Tensor, stre
         block.addmm_(q[:, start:start + block.shape[0]].T, coeffs, alpha=-strength)
         if scale is not None:
             block.mul_(scale[None, :])
+        dst[start:start + block.shape[0]].copy_(block)
+
+
+def _project_normalized_rows(src: torch.Tensor, dst: torch.Tensor, q: torch.Tensor, strength: float,
+                             chunk_bytes: int) -> None:
+    """``W [H, I]`` -> ``D renorm(N - s Q^T Q N)`` with ``D`` the row norms of ``W``, ``N = D^-1 W``.
+
+    Every row ends with exactly its original norm. The edit removes the direction in the
+    row-normalized space, so the output keeps a small component along it wherever row norms
+    differ; the search measures what that costs in refusals. Two passes over blocks of rows: the
+    first gathers the norms and ``Q N``, the second edits and rescales.
+    """
+    rows, cols = src.shape
+    step = _rows_per_block(cols, chunk_bytes)
+    scratch = torch.empty((min(step, rows), cols), dtype=COMPUTE_DTYPE, device=src.device)
+    coeffs = torch.zeros((q.shape[0], cols), dtype=COMPUTE_DTYPE, device=src.device)
+    norms = torch.empty(rows, dtype=COMPUTE_DTYPE, device=src.device)
+    for start in range(0, rows, step):
+        block = scratch[: min(step, rows - start)]
+        block.copy_(src[start:start + block.shape[0]])
+        row_norms = norms[start:start + block.shape[0]]
+        torch.linalg.vector_norm(block, dim=1, out=row_norms)
+        block.div_(row_norms.clamp_min(_EPS)[:, None])
+        coeffs.addmm_(q[:, start:start + block.shape[0]], block)
+    for start in range(0, rows, step):
+        block = scratch[: min(step, rows - start)]
+        block.copy_(src[start:start + block.shape[0]])
+        row_norms = norms[start:start + block.shape[0]]
+        block.div_(row_norms.clamp_min(_EPS)[:, None])
+        block.addmm_(q[:, start:start + block.shape[0]].T, coeffs, alpha=-strength)
+        block.mul_((row_norms / torch.linalg.vector_norm(block, dim=1).clamp_min(_EPS))[:, None])
         dst[start:start + block.shape[0]].copy_(block)
 
 

@@ -42,7 +42,8 @@ def apply_plan(model: torch.nn.Module, plan: EditPlan, weights: ModelWeights | N
         weights = ModelWeights(model)
     for name, edit in plan.edits.items():
         weights.write(name, project_out(weights.read(name), edit.directions, residual_axis=edit.writer.residual_axis,
-                                        strength=edit.strength, norm_preserving=plan.norm_preserving))
+                                        strength=edit.strength, norm_preserving=plan.norm_preserving,
+                                        row_normalized=plan.row_normalized))
     return len(plan.edits)
 
 
@@ -65,8 +66,8 @@ def _untie_output_head(model: torch.nn.Module) -> None:
 @contextmanager
 def ablation_hooks(model: torch.nn.Module, plan: EditPlan) -> Iterator[None]:
     """Within the block the model behaves as if ``plan`` were baked in (plain projection)."""
-    if plan.norm_preserving:
-        raise ValueError("norm-preserving edits rescale weights and have no output-hook form; "
+    if plan.rescales:
+        raise ValueError("norm-preserving and row-normalized edits rescale weights and have no output-hook form; "
                          "bake them with apply_plan")
     per_module: dict[str, tuple[torch.Tensor, float]] = {}
     for name, edit in plan.edits.items():

@@ -31,6 +31,12 @@ class EditPlan:
     edits: dict[str, TensorEdit] = field(default_factory=dict)
     untie_embeddings: str | None = None  # embedding tensor name to copy into the output head first
     norm_preserving: bool = False
+    row_normalized: bool = False
+
+    @property
+    def rescales(self) -> bool:
+        """True when the edit rescales weights, so no output hook can stand in for it."""
+        return self.norm_preserving or self.row_normalized
 
     def __contains__(self, name: str) -> bool:
         return name in self.edits
@@ -52,7 +58,7 @@ def build_plan(arch: Architecture, shapes: Mapping[str, Sequence[int]], artifact
     weights = {c: layer_weights(settings, arch.num_layers, c) for c in (ATTN, MLP)}
     component_strength = {ATTN: settings.attn_strength, MLP: settings.mlp_strength, EMBED: 1.0}
     mode = settings.embedding_mode(arch.tied_embeddings)
-    plan = EditPlan(norm_preserving=settings.norm_preserving)
+    plan = EditPlan(norm_preserving=settings.norm_preserving, row_normalized=settings.row_normalized)
     for w in writers:
         if w.component == EMBED:
             if mode == "keep":

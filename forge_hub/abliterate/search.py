@@ -35,7 +35,8 @@ from forge_hub.abliterate.study import StudyLocation, is_surplus, join_study, tr
 from forge_hub.errors import SettingsError
 from forge_hub.evaluation.generation import first_token_logprobs, generate, kl_divergence
 from forge_hub.evaluation.judge import refusal_judge
-from forge_hub.evaluation.refusals import REFUSAL_MARKERS, is_refusal
+from forge_hub.evaluation.refusal_count import count_refusals
+from forge_hub.evaluation.refusals import REFUSAL_MARKERS
 from forge_hub.model.weights import ModelWeights
 from forge_hub.schema import AblationSettings
 
@@ -92,46 +93,87 @@ class TrialEvaluator:
         self.edit(artifact, settings)
         kl = kl_divergence(self.reference, first_token_logprobs(self.model, self.tokenizer, self.harmless,
                                                                 batch_size=o.batch_size, system_prompt=o.system_prompt))
-        refusal_bound = bound_for_kl(kl)
+        if self.judge is not None:
+            return self._judged(kl, bound_for_kl(kl))
+        counted = count_refusals(self.model, self.tokenizer, self.harmful, max_new_tokens=o.max_new_tokens,
+                                 batch_size=o.batch_size, system_prompt=o.system_prompt, markers=o.markers,
+                                 bound=bound_for_kl(kl))
+        if counted.complete:
+            return float(counted.refusals), kl, True
+        # stopped early: the trial is beaten already; its count so far, scaled to all prompts, ranks it
+        return counted.refusals * len(self.harmful) / max(counted.decided, 1), kl, False
+
+    def _judged(self, kl: float, refusal_bound: float | None) -> tuple[float, float, bool]:
+        """Refusals as the judge counts them: whole answers, a batch at a time, stopping once beaten."""
+        o = self.options
         refusals, seen = 0, 0
         for start in range(0, len(self.harmful), o.batch_size):
             chunk = self.harmful[start:start + o.batch_size]
             answers = generate(self.model, self.tokenizer, chunk, max_new_tokens=o.max_new_tokens,
                                batch_size=o.batch_size, system_prompt=o.system_prompt)
-            refusals += self.judge.count(answers) if self.judge else sum(is_refusal(a, o.markers) for a in answers)
+            refusals += self.judge.count(answers)
             seen += len(chunk)
             if refusal_bound is not None and refusals > refusal_bound and seen < len(self.harmful):
                 return refusals * len(self.harmful) / seen, kl, False
         return float(refusals), kl, True
 
 
+MAGNITUDES = ("rows", "columns", "none")  # row-normalized, exact norm preservation, plain projection
+
+
 def suggest_settings(trial: optuna.Trial, num_layers: int, methods: Sequence[str]) -> tuple[str, AblationSettings]:
-    """The search space. Kernels are linear: ``peak`` at ``center``, falling to ``peak * floor`` at
-    distance ``width`` and to zero beyond (a width of ``num_layers`` with floor 1 is constant)."""
+    """The search space, which holds Heretic 1.4's as a special case (global or per-layer direction,
+    row-normalized edits of the attention and MLP writers, per-component linear kernels), plus
+    what forge-hub adds: the direction method, exact norm preservation or none, biprojection, and
+    component weights down to zero. A kernel has its ``peak`` at ``center`` and falls linearly to
+    ``peak * floor`` at distance ``width``, zero beyond (width ``num_layers`` and floor 1 is
+    constant over every layer)."""
     last = num_layers - 1
     method = trial.suggest_categorical("method", list(methods))
-    layer = trial.suggest_float("direction_layer", 0.4 * last, 0.9 * last)
+    per_layer = trial.suggest_categorical("direction_scope", ["global", "per_layer"]) == "per_layer"
+    layer = None if per_layer else trial.suggest_float("direction_layer", 0.4 * last, 0.9 * last)
+    magnitudes = trial.suggest_categorical("magnitudes", list(MAGNITUDES))
+    biprojected = trial.suggest_categorical("biprojected", [False, True])
     strengths, kernels = {}, {}
     for component in (ATTN, MLP):
-        strengths[component] = trial.suggest_float(f"{component}_peak", 0.5, 1.5)
+        strengths[component] = trial.suggest_float(f"{component}_peak", 0.0, 1.5)
         kernels[component] = {
             "kernel": "linear",
-            "center": trial.suggest_float(f"{component}_center", 0.3 * last, last),
-            "width": trial.suggest_float(f"{component}_width", 0.2 * num_layers, float(num_layers)),
+            "center": trial.suggest_float(f"{component}_center", 0.4 * last, float(last)),
+            "width": trial.suggest_float(f"{component}_width", 1.0, float(num_layers)),
             "floor": trial.suggest_float(f"{component}_floor", 0.0, 1.0),
         }
-    return method, AblationSettings(direction_layer=layer, attn_strength=strengths[ATTN], mlp_strength=strengths[MLP],
-                                    component_kernels=kernels)
+    settings = AblationSettings(direction_layer=layer, per_layer=per_layer, attn_strength=strengths[ATTN],
+                                mlp_strength=strengths[MLP], component_kernels=kernels,
+                                row_normalized=magnitudes == "rows", norm_preserving=magnitudes == "columns",
+                                biprojected=biprojected)
+    return method, settings
 
 
 def default_trial_params(artifact: RefusalDirections) -> dict[str, object]:
-    """The measured default (selected layer, full strength in every layer) as search parameters."""
+    """The settings the default run applies (``apply_settings`` of the artifact), as search
+    parameters, so the search starts from the default and can only improve on it."""
     n = artifact.num_layers
-    params: dict[str, object] = {"method": artifact.metadata.method,
-                                 "direction_layer": artifact.selected_layer}
+    applied = artifact.metadata.apply_settings or AblationSettings(direction_layer=artifact.selected_layer)
+    params: dict[str, object] = {
+        "method": artifact.metadata.method,
+        "direction_scope": "per_layer" if applied.per_layer else "global",
+        "magnitudes": "rows" if applied.row_normalized else "columns" if applied.norm_preserving else "none",
+        "biprojected": applied.biprojected}
+    if not applied.per_layer:
+        params["direction_layer"] = applied.direction_layer if applied.direction_layer is not None \
+            else artifact.selected_layer
     for component in (ATTN, MLP):
-        params.update({f"{component}_peak": 1.0, f"{component}_center": artifact.selected_layer,
-                       f"{component}_width": float(n), f"{component}_floor": 1.0})
+        own = applied.component_kernels.get(component, {})
+        strength = applied.strength * (applied.attn_strength if component == ATTN else applied.mlp_strength)
+        if own.get("kernel", applied.kernel) == "linear":
+            params.update({f"{component}_peak": strength,
+                           f"{component}_center": own.get("center", applied.kernel_center),
+                           f"{component}_width": own.get("width", applied.kernel_width),
+                           f"{component}_floor": own.get("floor", applied.kernel_floor)})
+        else:  # constant: every layer at full weight
+            params.update({f"{component}_peak": strength, f"{component}_center": float(n - 1),
+                           f"{component}_width": float(n), f"{component}_floor": 1.0})
     return params
 
 
@@ -268,12 +310,16 @@ def trial_choice(trial: optuna.trial.FrozenTrial) -> tuple[str, AblationSettings
 
 def front_table(study: optuna.Study, picked: optuna.trial.FrozenTrial | None = None, total: int | None = None) -> str:
     """The Pareto front as a Markdown table."""
-    rows = ["| trial | refusals | KL | method | layer | attn peak | mlp peak |", "|---|---|---|---|---|---|---|"]
+    rows = ["| trial | refusals | KL | method | layer | magnitudes | attn peak | mlp peak |",
+            "|---|---|---|---|---|---|---|---|"]
     for t in pareto_front(study):
         mark = " (picked)" if picked is not None and t.number == picked.number else ""
         refusals = f"{t.values[0]:.0f}" + (f"/{total}" if total else "")
-        rows.append(f"| {t.number}{mark} | {refusals} | {t.values[1]:.3f} | {t.params['method']} | "
-                    f"{t.params['direction_layer']:.2f} | {t.params['attn_peak']:.2f} | {t.params['mlp_peak']:.2f} |")
+        _, settings = trial_choice(t)
+        layer = "own" if settings.per_layer else f"{settings.direction_layer:.2f}"
+        magnitudes = "rows" if settings.row_normalized else "columns" if settings.norm_preserving else "none"
+        rows.append(f"| {t.number}{mark} | {refusals} | {t.values[1]:.3f} | {t.params['method']} | {layer} | "
+                    f"{magnitudes} | {settings.attn_strength:.2f} | {settings.mlp_strength:.2f} |")
     return "\n".join(rows)
 
 

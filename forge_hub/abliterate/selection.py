@@ -11,11 +11,18 @@ scored on held-out prompts that did not shape the directions:
 The pick minimises ``refusal + kl_weight * kl`` among the layers whose KL stays under a hard
 bound (when none does, the least damaging one): a layer that halves refusals at no cost beats
 one that removes the last few at the price of the model's coherence.
+
+The first-token scan is cheap but only a proxy: a refusal can start at the second word. So the
+final choice (:func:`measure_settings`) bakes a short list of settings (the scan's best layers,
+each with a few ways of applying it) into the weights in turn and counts refusals among real
+greedy answers to the held-out harmful prompts, keeping the fewest refusals within a KL budget.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -70,8 +77,8 @@ def score_layers(model: torch.nn.Module, tokenizer: object, artifact: RefusalDir
     ref_harmful = first_token_logprobs(model, tokenizer, harmful, batch_size=batch_size, system_prompt=system_prompt)
     ref_harmless = first_token_logprobs(model, tokenizer, harmless, batch_size=batch_size, system_prompt=system_prompt)
     tokens = refusal_token_ids(ref_harmful, ref_harmless)
-    # hooks express plain projection; norm preservation changes magnitudes, not which layer is best
-    hook_settings = dataclasses.replace(settings, norm_preserving=False)
+    # hooks express plain projection; keeping magnitudes changes how much, not which layer is best
+    hook_settings = dataclasses.replace(settings, norm_preserving=False, row_normalized=False)
     refusal, kl = [], []
     for layer in tqdm(candidates, desc="score layers", unit="layer", leave=False, disable=not progress):
         plan = plan_for_model(model, artifact, dataclasses.replace(hook_settings, direction_layer=float(layer)))
@@ -91,3 +98,51 @@ def choose_layer(layers: Sequence[int], refusal: Sequence[float], kl: Sequence[f
     if within:
         return layers[min(within, key=lambda i: (refusal[i] + kl_weight * kl[i], kl[i]))]
     return layers[min(range(len(layers)), key=lambda i: kl[i])]
+
+
+@dataclass
+class MeasuredSetting:
+    label: str
+    settings: AblationSettings
+    refusals: float = math.nan
+    kl: float = math.nan
+    complete: bool = False
+    seconds: float = 0.0
+
+    def record(self) -> dict[str, object]:
+        return {"label": self.label, "refusals": self.refusals, "kl": round(self.kl, 4), "complete": self.complete,
+                "seconds": round(self.seconds, 1)}
+
+
+def measure_settings(model: torch.nn.Module, tokenizer: object, artifact: RefusalDirections,
+                     candidates: Sequence[MeasuredSetting], harmful: Sequence[str], harmless: Sequence[str], *,
+                     max_new_tokens: int, kl_budget: float, batch_size: int = 32, system_prompt: str | None = None,
+                     progress: bool = True) -> tuple[MeasuredSetting, list[MeasuredSetting]]:
+    """Bake each candidate into the weights (undone afterwards), measure first-token KL on
+    ``harmless`` and count refusals among greedy answers to ``harmful``; return the one with the
+    fewest refusals among those with KL at most ``kl_budget`` (lower KL breaks ties), else the
+    least damaging, with every candidate as measured. A candidate that already refuses more than
+    one measured at no more KL cannot win, so its counting stops there."""
+    from forge_hub.abliterate.search import SearchOptions, TrialEvaluator
+
+    options = SearchOptions(max_new_tokens=max_new_tokens, batch_size=batch_size, system_prompt=system_prompt)
+    evaluator = TrialEvaluator(model, tokenizer, harmful, harmless, options)
+    done: list[MeasuredSetting] = []
+
+    def bound(kl: float) -> float | None:
+        better = [c.refusals for c in done if c.complete and c.kl <= kl]
+        return min(better) if better else None
+
+    try:
+        for candidate in tqdm(candidates, desc="measure settings", unit="setting", leave=False,
+                              disable=not progress):
+            started = time.monotonic()
+            candidate.refusals, candidate.kl, candidate.complete = evaluator(artifact, candidate.settings, bound)
+            candidate.seconds = time.monotonic() - started
+            done.append(candidate)
+    finally:
+        evaluator.restore()
+    within = [c for c in done if c.kl <= kl_budget]
+    if within:
+        return min(within, key=lambda c: (c.refusals, c.kl)), done
+    return min(done, key=lambda c: c.kl), done

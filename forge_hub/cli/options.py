@@ -220,6 +220,22 @@ def add_compute_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-kl", type=float, default=1.0, help="hard KL bound for a candidate layer (default 1.0)")
     g.add_argument("--kl-weight", type=float, default=1.0,
                    help="layer score = refusal probability + KL-WEIGHT * KL (default 1.0)")
+    defaults = _compute_defaults()
+    g.add_argument("--choice-tokens", type=int, default=defaults.choice_tokens,
+                   help="the final choice counts refusals among greedy answers of this many tokens to the held-out "
+                   f"harmful prompts, for each shortlisted setting (default {defaults.choice_tokens}; 0 keeps the "
+                   "first-token scan's pick)")
+    g.add_argument("--shortlist", type=int, default=defaults.shortlist,
+                   help=f"layers of the first-token scan the final choice measures (default {defaults.shortlist})")
+    g.add_argument("--kl-budget", type=float, default=defaults.kl_budget,
+                   help="the final choice: fewest refusals among settings with held-out KL at most this "
+                   f"(default {defaults.kl_budget:g})")
+
+
+def _compute_defaults():
+    from forge_hub.pipeline import ComputeOptions
+
+    return ComputeOptions()
 
 
 def compute_options(args: argparse.Namespace):
@@ -230,8 +246,8 @@ def compute_options(args: argparse.Namespace):
         positions=tuple(int(x) for x in args.positions.split(",")), batch_size=args.batch_size,
         system_prompt=args.system_prompt, winsorize_quantile=args.winsorize, held_out_fraction=args.held_out,
         layer=args.layer, max_kl=args.max_kl, kl_weight=args.kl_weight, seed=args.seed,
-        max_prompt_tokens=args.max_prompt_tokens,
-        settings=settings_from(args, AblationSettings()),
+        max_prompt_tokens=args.max_prompt_tokens, choice_tokens=args.choice_tokens, shortlist=args.shortlist,
+        kl_budget=args.kl_budget, settings=settings_from(args, ComputeOptions().settings),
     )
 
 
@@ -251,7 +267,11 @@ def add_settings_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--kernel-center", type=float, default=s)
     g.add_argument("--kernel-width", type=float, default=s)
     g.add_argument("--kernel-floor", type=float, default=s)
-    g.add_argument("--norm-preserving", action="store_true", default=s, help="keep every residual vector's norm")
+    g.add_argument("--norm-preserving", action="store_true", default=s,
+                   help="keep every residual vector's norm exactly (instead of --row-normalized)")
+    g.add_argument("--row-normalized", action=argparse.BooleanOptionalAction, default=s,
+                   help="edit row-normalized writer weights and give each row its norm back (magnitude-preserving "
+                   "ablation; what `run` and `compute` choose by default)")
     g.add_argument("--biprojected", action="store_true", default=s,
                    help="orthogonalize the direction against each target layer's harmless mean")
     g.add_argument("--subspace", action="store_true", default=s, help="remove the SVD subspace (--method svd)")
@@ -266,6 +286,8 @@ def settings_from(args: argparse.Namespace, base: AblationSettings) -> AblationS
         start, _, end = args.layers.partition(":")
         given["layer_start"] = int(start) if start else None
         given["layer_end"] = int(end) if end else None
+    if given.get("norm_preserving") and "row_normalized" not in given:
+        given["row_normalized"] = False  # the two ways of keeping magnitudes exclude each other
     return dataclasses.replace(base, **given).check()
 
 

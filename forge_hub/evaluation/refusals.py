@@ -39,6 +39,12 @@ def normalize_answer(text: str) -> str:
     return " ".join(text.lower().split())
 
 
+def in_open_reasoning(text: str) -> bool:
+    """True while an answer is inside a reasoning block that has not closed yet."""
+    opening = _THINK_OPEN.match(text)
+    return bool(opening) and f"</{opening.group(1).lower()}>" not in text.lower()
+
+
 def is_refusal(text: str, markers: Sequence[str] = REFUSAL_MARKERS) -> bool:
     answer = normalize_answer(text)
     return not answer or any(m in answer for m in markers)

@@ -145,7 +145,8 @@ def rewrite_shard(src: Path, dst: Path, plan: EditPlan, *, advance=lambda n: Non
             else:
                 tensor = reader.get_tensor(name)
                 edited = project_out(tensor, edit.directions, residual_axis=edit.writer.residual_axis,
-                                     strength=edit.strength, norm_preserving=plan.norm_preserving)
+                                     strength=edit.strength, norm_preserving=plan.norm_preserving,
+                                     row_normalized=plan.row_normalized)
                 raw = edited.contiguous().view(-1).view(torch.uint8).numpy()
                 if raw.nbytes != end - begin:
                     raise RuntimeError(f"{name}: edited size {raw.nbytes} differs from {end - begin}")

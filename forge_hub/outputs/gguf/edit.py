@@ -253,7 +253,8 @@ def _write_file(reader, target: Path, layout: GGUFLayout, edits: dict, stored: d
             else:
                 weight = torch.from_numpy(dequantize(t.data, t.tensor_type))
                 edited = project_out(weight, edit.directions, residual_axis=edit.writer.residual_axis,
-                                     strength=edit.strength, norm_preserving=plan.norm_preserving)
+                                     strength=edit.strength, norm_preserving=plan.norm_preserving,
+                                     row_normalized=plan.row_normalized)
                 by_llama_cpp = partial(k_quantize, name=t.name) if stored[t.name] in K_QUANT_TYPES else None
                 writer.write_tensor_data(requantize(edited, edit.directions, edit.writer.residual_axis,
                                                     stored[t.name], quantizer=by_llama_cpp))
