@@ -101,11 +101,12 @@ class ComputeOptions:
     settings: AblationSettings = field(default_factory=lambda: AblationSettings(row_normalized=True))
     # The final choice: the first-token scan's `shortlist` best layers, each applied in every way of
     # `variations`, are baked into the weights in turn and their refusals counted among greedy
-    # answers of `choice_tokens` tokens to the held-out harmful prompts; the fewest within
-    # `kl_budget` wins. choice_tokens 0 keeps the scan's own pick (faster, less reliable).
+    # answers of `choice_tokens` tokens to the held-out harmful prompts; the least damaging one
+    # that leaves at most `refusal_target` of them refused wins (else the fewest refusals within
+    # max_kl). choice_tokens 0 keeps the scan's own pick (faster, less reliable).
     choice_tokens: int = 24
     shortlist: int = 3
-    kl_budget: float = 0.12
+    refusal_target: float = 0.03
     variations: tuple[Mapping[str, Any], ...] = DEFAULT_VARIATIONS
 
 
@@ -165,8 +166,8 @@ def compute(model: torch.nn.Module, tokenizer: object, source: ModelSource, prom
         if options.choice_tokens > 0:
             chosen, measured = measure_settings(
                 model, tokenizer, artifact, _shortlist(scores, options), harm_held, safe_held,
-                max_new_tokens=options.choice_tokens, kl_budget=options.kl_budget, batch_size=options.batch_size,
-                system_prompt=options.system_prompt, progress=progress)
+                max_new_tokens=options.choice_tokens, refusal_target=options.refusal_target, max_kl=options.max_kl,
+                batch_size=options.batch_size, system_prompt=options.system_prompt, progress=progress)
             _store_choice(artifact, chosen, measured, options, len(harm_held))
             settings = chosen.settings
             layer = float(settings.direction_layer)
@@ -197,7 +198,7 @@ def _store_choice(artifact: RefusalDirections, chosen: MeasuredSetting, measured
                   options: ComputeOptions, held_out: int) -> None:
     artifact.metadata.selection = artifact.metadata.selection.replace(
         measured=[c.record() for c in measured], chosen=chosen.label, held_out_harmful=held_out,
-        answer_tokens=options.choice_tokens, kl_budget=options.kl_budget,
+        answer_tokens=options.choice_tokens, refusal_target=options.refusal_target,
         refusal_rate_left=round(chosen.refusals / max(held_out, 1), 4))
 
 

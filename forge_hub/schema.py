@@ -204,7 +204,7 @@ class LayerSelection(JsonRecord):
     chosen: str | None = None
     held_out_harmful: int | None = None
     answer_tokens: int | None = None
-    kl_budget: float | None = None
+    refusal_target: float | None = None
     refusal_rate_left: float | None = None  # what the chosen setting still refuses, held out
 
     @classmethod

@@ -116,13 +116,16 @@ class MeasuredSetting:
 
 def measure_settings(model: torch.nn.Module, tokenizer: object, artifact: RefusalDirections,
                      candidates: Sequence[MeasuredSetting], harmful: Sequence[str], harmless: Sequence[str], *,
-                     max_new_tokens: int, kl_budget: float, batch_size: int = 32, system_prompt: str | None = None,
+                     max_new_tokens: int, refusal_target: float, max_kl: float = 1.0, batch_size: int = 32,
+                     system_prompt: str | None = None,
                      progress: bool = True) -> tuple[MeasuredSetting, list[MeasuredSetting]]:
     """Bake each candidate into the weights (undone afterwards), measure first-token KL on
-    ``harmless`` and count refusals among greedy answers to ``harmful``; return the one with the
-    fewest refusals among those with KL at most ``kl_budget`` (lower KL breaks ties), else the
-    least damaging, with every candidate as measured. A candidate that already refuses more than
-    one measured at no more KL cannot win, so its counting stops there."""
+    ``harmless`` and count refusals among greedy answers to ``harmful``. The choice: the least
+    damaging (lowest KL) of those that leave at most ``refusal_target`` of the harmful prompts
+    refused; when none does, the fewest refusals among those with KL at most ``max_kl`` (lower KL
+    breaking ties), since removing refusals is what the user asked for. Returns it with every
+    candidate as measured. A candidate that already refuses more than one measured at no more KL
+    cannot win, so its counting stops there."""
     from forge_hub.abliterate.search import SearchOptions, TrialEvaluator
 
     options = SearchOptions(max_new_tokens=max_new_tokens, batch_size=batch_size, system_prompt=system_prompt)
@@ -142,7 +145,14 @@ def measure_settings(model: torch.nn.Module, tokenizer: object, artifact: Refusa
             done.append(candidate)
     finally:
         evaluator.restore()
-    within = [c for c in done if c.kl <= kl_budget]
-    if within:
-        return min(within, key=lambda c: (c.refusals, c.kl)), done
-    return min(done, key=lambda c: c.kl), done
+    return choose_setting(done, len(harmful), refusal_target=refusal_target, max_kl=max_kl), done
+
+
+def choose_setting(measured: Sequence[MeasuredSetting], total: int, *, refusal_target: float,
+                   max_kl: float) -> MeasuredSetting:
+    """The rule of :func:`measure_settings`, on settings already measured."""
+    clean = [c for c in measured if c.complete and c.refusals <= refusal_target * total]
+    if clean:
+        return min(clean, key=lambda c: (c.kl, c.refusals))
+    bounded = [c for c in measured if c.kl <= max_kl] or list(measured)
+    return min(bounded, key=lambda c: (c.refusals, c.kl))

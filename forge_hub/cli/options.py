@@ -227,9 +227,9 @@ def add_compute_options(p: argparse.ArgumentParser) -> None:
                    "first-token scan's pick)")
     g.add_argument("--shortlist", type=int, default=defaults.shortlist,
                    help=f"layers of the first-token scan the final choice measures (default {defaults.shortlist})")
-    g.add_argument("--kl-budget", type=float, default=defaults.kl_budget,
-                   help="the final choice: fewest refusals among settings with held-out KL at most this "
-                   f"(default {defaults.kl_budget:g})")
+    g.add_argument("--refusal-target", type=float, default=defaults.refusal_target,
+                   help="the final choice: the least damaging setting that leaves at most this fraction of the "
+                   f"held-out harmful prompts refused (default {defaults.refusal_target:g})")
 
 
 def _compute_defaults():
@@ -247,7 +247,7 @@ def compute_options(args: argparse.Namespace):
         system_prompt=args.system_prompt, winsorize_quantile=args.winsorize, held_out_fraction=args.held_out,
         layer=args.layer, max_kl=args.max_kl, kl_weight=args.kl_weight, seed=args.seed,
         max_prompt_tokens=args.max_prompt_tokens, choice_tokens=args.choice_tokens, shortlist=args.shortlist,
-        kl_budget=args.kl_budget, settings=settings_from(args, ComputeOptions().settings),
+        refusal_target=args.refusal_target, settings=settings_from(args, ComputeOptions().settings),
     )
 
 

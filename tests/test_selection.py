@@ -1,0 +1,72 @@
+"""Choosing how to apply the direction: the first-token scan, then the measured final choice."""
+
+import math
+
+import pytest
+import torch
+from helpers.tiny import HARMFUL, HARMLESS, make_model, make_tokenizer, random_artifact
+
+from forge_hub.abliterate.live import abliterate_model
+from forge_hub.abliterate.selection import MeasuredSetting, choose_setting, measure_settings
+from forge_hub.evaluation.generation import first_token_logprobs, generate, kl_divergence
+from forge_hub.evaluation.refusals import is_refusal
+from forge_hub.model.loading import ModelSource
+from forge_hub.pipeline import ComputeOptions, compute
+from forge_hub.prompts.choice import PromptLists
+from forge_hub.schema import AblationSettings
+
+
+def measured(label, refusals, kl, complete=True):
+    return MeasuredSetting(label, AblationSettings(), refusals, kl, complete)
+
+
+def test_the_least_damaging_setting_that_meets_the_refusal_target_wins():
+    rows = [measured("strong", 1, 0.30), measured("good", 2, 0.12), measured("gentle", 9, 0.05),
+            measured("stopped", 40, 0.01, complete=False)]
+    assert choose_setting(rows, 100, refusal_target=0.03, max_kl=1.0).label == "good"
+    # none meets the target: the fewest refusals within the KL bound, removing refusals comes first
+    assert choose_setting(rows, 100, refusal_target=0.0, max_kl=1.0).label == "strong"
+    assert choose_setting(rows, 100, refusal_target=0.0, max_kl=0.2).label == "good"
+    # nothing within the bound either: the fewest refusals overall
+    assert choose_setting(rows, 100, refusal_target=0.0, max_kl=0.001).label == "strong"
+
+
+def test_measured_settings_are_what_a_fresh_edit_gives(tmp_path):
+    """Each candidate's numbers are those of the model edited with it, and the model is restored."""
+    model, tok = make_model("llama"), make_tokenizer()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    artifact = random_artifact()
+    candidates = [MeasuredSetting("layer 1", AblationSettings(direction_layer=1.0, row_normalized=True)),
+                  MeasuredSetting("layer 3", AblationSettings(direction_layer=3.0))]
+    chosen, rows = measure_settings(model, tok, artifact, candidates, HARMFUL, HARMLESS, max_new_tokens=5,
+                                    refusal_target=1.0, batch_size=4)
+    for k, v in before.items():
+        assert torch.equal(v, model.state_dict()[k]), k
+    reference = first_token_logprobs(model, tok, HARMLESS, batch_size=4)
+    for row in rows:
+        fresh = make_model("llama")
+        abliterate_model(fresh, artifact, row.settings)
+        assert math.isclose(row.kl, kl_divergence(reference, first_token_logprobs(fresh, tok, HARMLESS, batch_size=4)),
+                            rel_tol=1e-4, abs_tol=1e-6)
+        answers = generate(fresh, tok, HARMFUL, max_new_tokens=5, batch_size=4)
+        assert row.refusals == sum(is_refusal(a) for a in answers)
+    assert chosen is min(rows, key=lambda r: (r.kl, r.refusals))  # every row meets a target of 100%
+
+
+@pytest.mark.parametrize("tokens", [0, 4])
+def test_compute_records_the_measured_choice(tokens):
+    model, tok = make_model("llama"), make_tokenizer()
+    prompts = PromptLists(HARMFUL * 2, HARMLESS * 2, "test harmful", "test harmless")
+    artifact = compute(model, tok, ModelSource(id="tiny", kind="local"), prompts,
+                       options=ComputeOptions(batch_size=4, choice_tokens=tokens, shortlist=2), progress=False)
+    selection = artifact.metadata.selection
+    applied = artifact.metadata.apply_settings
+    assert selection.how == "measured" and applied.row_normalized
+    if tokens == 0:  # the first-token scan's own pick
+        assert selection.measured == [] and selection.chosen is None
+        return
+    assert len(selection.measured) == 2 and selection.answer_tokens == 4
+    assert selection.chosen in {row["label"] for row in selection.measured}
+    assert selection.chosen == f"layer {applied.direction_layer:g}"
+    assert artifact.metadata.selected_layer == applied.direction_layer
+    assert selection.held_out_harmful == artifact.metadata.prompts.held_out_harmful.count
