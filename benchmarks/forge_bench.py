@@ -31,6 +31,21 @@ def refusing_fixture() -> Path:
     return out
 
 
+def second_refusing_model() -> Path:
+    """The second refusing model (another safety tuning of the same base, see
+    second_refusing_model.py), built once per machine (about 15 minutes on 2 cores)."""
+    out = CACHE / "fixtures" / "refusing-smollm2-b"
+    if not (out / "config.json").exists():
+        subprocess.run([sys.executable, str(Path(__file__).with_name("second_refusing_model.py")), "--out", str(out)],
+                       check=True)
+    return out
+
+
+def refusing_model(name: str) -> Path:
+    """``fixture`` (../shared's refusing-smollm2) or ``second`` (refusing-smollm2-b), built on first use."""
+    return {"fixture": refusing_fixture, "second": second_refusing_model}[name]()
+
+
 def direction_prompts(n: int = 128, seed: int = 1) -> tuple[list[str], list[str]]:
     """Harmful: AdvBench goals; harmless: Alpaca (Arditi et al.'s train split)."""
     harmful = [r["goal"] for r in csv.DictReader((DATA / "raw" / "advbench.csv").open())]

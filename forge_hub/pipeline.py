@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -33,6 +32,7 @@ from forge_hub.abliterate.search import (
 from forge_hub.abliterate.selection import (
     LayerScores,
     MeasuredSetting,
+    Variation,
     default_candidates,
     measure_settings,
     score_layers,
@@ -74,9 +74,9 @@ log = logging.getLogger("forge_hub")
 
 
 # Ways of applying each shortlisted layer's direction that the default run measures: every layer
-# edited, or a band around the upper layers (as Heretic's kernels tend to pick). Overrides of
-# ComputeOptions.settings; chosen on two refusing models (README, "What each choice buys").
-DEFAULT_VARIATIONS: tuple[Mapping[str, Any], ...] = ({},)
+# edited, or all but the bottom fifth (which lowers the damage at nearly the same refusals on
+# both refusing models; README, "How the default run chooses").
+DEFAULT_VARIATIONS = (Variation(), Variation(skip_first=0.2))
 
 
 @dataclass
@@ -107,7 +107,7 @@ class ComputeOptions:
     choice_tokens: int = 24
     shortlist: int = 3
     refusal_target: float = 0.03
-    variations: tuple[Mapping[str, Any], ...] = DEFAULT_VARIATIONS
+    variations: tuple[Variation, ...] = DEFAULT_VARIATIONS
 
 
 def _prompt_set(prompts: Sequence[str], source: str | None = None) -> PromptSet:
@@ -165,7 +165,7 @@ def compute(model: torch.nn.Module, tokenizer: object, source: ModelSource, prom
         settings = options.settings.replace(direction_layer=layer)
         if options.choice_tokens > 0:
             chosen, measured = measure_settings(
-                model, tokenizer, artifact, _shortlist(scores, options), harm_held, safe_held,
+                model, tokenizer, artifact, _shortlist(scores, options, arch.num_layers), harm_held, safe_held,
                 max_new_tokens=options.choice_tokens, refusal_target=options.refusal_target, max_kl=options.max_kl,
                 batch_size=options.batch_size, system_prompt=options.system_prompt, progress=progress)
             _store_choice(artifact, chosen, measured, options, len(harm_held))
@@ -180,18 +180,13 @@ def compute(model: torch.nn.Module, tokenizer: object, source: ModelSource, prom
     return artifact
 
 
-def _shortlist(scores: LayerScores, options: ComputeOptions) -> list[MeasuredSetting]:
+def _shortlist(scores: LayerScores, options: ComputeOptions, num_layers: int) -> list[MeasuredSetting]:
     """The scan's best layers (lowest refusal probability + KL, within the KL bound), best first so
     that weaker ones stop counting early, each applied in every way of ``options.variations``."""
     rank = sorted(range(len(scores.layers)), key=lambda i: (scores.kl[i] > options.max_kl,
                                                             scores.refusal[i] + options.kl_weight * scores.kl[i]))
-    out = []
-    for i in rank[:max(1, options.shortlist)]:
-        for variation in options.variations:
-            label = f"layer {scores.layers[i]}" + "".join(f", {k}={v}" for k, v in variation.items())
-            settings = options.settings.replace(direction_layer=float(scores.layers[i]), **variation)
-            out.append(MeasuredSetting(label, settings))
-    return out
+    return [MeasuredSetting(*variation.settings(options.settings, scores.layers[i], num_layers))
+            for i in rank[:max(1, options.shortlist)] for variation in options.variations]
 
 
 def _store_choice(artifact: RefusalDirections, chosen: MeasuredSetting, measured: list[MeasuredSetting],

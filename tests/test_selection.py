@@ -65,8 +65,13 @@ def test_compute_records_the_measured_choice(tokens):
     if tokens == 0:  # the first-token scan's own pick
         assert selection.measured == [] and selection.chosen is None
         return
-    assert len(selection.measured) == 2 and selection.answer_tokens == 4
-    assert selection.chosen in {row["label"] for row in selection.measured}
-    assert selection.chosen == f"layer {applied.direction_layer:g}"
+    # two shortlisted layers, each edited everywhere and above the bottom fifth (layer 1 of 4 up)
+    labels = [row["label"] for row in selection.measured]
+    assert selection.answer_tokens == 4 and len(labels) == 4
+    assert {label.split(",")[0] for label in labels} == {f"layer {x}" for x in (labels[0][6:7], labels[2][6:7])}
+    assert sum(label.endswith("layers 1+") for label in labels) == 2
+    assert selection.chosen in labels
+    assert selection.chosen.split(",")[0] == f"layer {applied.direction_layer:g}"
+    assert applied.skip_first == (1 if selection.chosen.endswith("layers 1+") else 0)
     assert artifact.metadata.selected_layer == applied.direction_layer
     assert selection.held_out_harmful == artifact.metadata.prompts.held_out_harmful.count

@@ -100,6 +100,20 @@ def choose_layer(layers: Sequence[int], refusal: Sequence[float], kl: Sequence[f
     return layers[min(range(len(layers)), key=lambda i: kl[i])]
 
 
+@dataclass(frozen=True)
+class Variation:
+    """One way of applying a shortlisted layer's direction, in terms of the model's depth."""
+
+    skip_first: float = 0.0  # fraction of the layers, from the bottom, left unedited
+    strength: float = 1.0
+
+    def settings(self, base: AblationSettings, layer: int, num_layers: int) -> tuple[str, AblationSettings]:
+        skip = round(self.skip_first * num_layers)
+        label = f"layer {layer}" + (f", layers {skip}+" if skip else "") + \
+            (f", strength {self.strength:g}" if self.strength != 1.0 else "")
+        return label, base.replace(direction_layer=float(layer), skip_first=skip, strength=self.strength)
+
+
 @dataclass
 class MeasuredSetting:
     label: str

@@ -361,7 +361,21 @@ def _print_compute_summary(artifact, max_kl: float) -> None:
             mark = "  <- chosen" if layer == meta.selected_layer else ""
             print(f"{layer:5d}  {artifact.scores['refusal_probability'][layer]:12.3f}  "
                   f"{artifact.scores['kl'][layer]:6.3f}  {artifact.scores['separation'][layer]:10.3f}{mark}")
-    print(f"selected layer   {meta.selected_layer:g} ({meta.selection.how})")
+    selection = meta.selection
+    if selection.measured:
+        print(f"\nmeasured on {selection.held_out_harmful} held-out harmful prompts ({selection.answer_tokens}-token "
+              "greedy answers) and the held-out harmless ones (first-token KL):")
+        print("setting                                   refusals      kl")
+        for row in selection.measured:
+            mark = "  <- chosen" if row["label"] == selection.chosen else ""
+            count = f"{row['refusals']:.0f}" if row["complete"] else f">{row['refusals']:.0f} (stopped)"
+            print(f"{row['label'][:40]:40s}  {count:>9s}  {row['kl']:6.3f}{mark}")
+    print(f"selected layer   {meta.selected_layer:g} ({selection.how})")
+    if selection.refusal_rate_left is not None and selection.refusal_rate_left > selection.refusal_target:
+        print(f"\nwarning: no measured setting brought the held-out refusals down to {selection.refusal_target:.0%}; "
+              f"the chosen one still refuses {selection.refusal_rate_left:.0%} of them. Try --optimize (a search "
+              "over layers, per-layer weights and edit variants), more or other prompts (--harmful, --harmless, "
+              "--n-prompts), or a larger --shortlist", file=sys.stderr)
     scores = artifact.scores.get("kl")
     kls = [float(scores[layer]) for layer in meta.selection.candidates] if scores is not None else []
     if kls and min(kls) > max_kl:
