@@ -342,7 +342,8 @@ def compute_seconds(info: ModelInfo, prompts_per_side: int, *, num_layers: int |
                     held_out_fraction: float = 0.25, batch_size: int = 16, search_trials: int = 0,
                     search_tokens: int = 24) -> int:
     """GPU seconds to ask for the compute step: load once, one pass over both prompt lists,
-    then two held-out passes per candidate layer (about 65% of the depth) plus the baseline;
+    then two held-out passes per candidate layer (about 65% of the depth) plus the baseline, then
+    the final choice's measured settings;
     with ``search_trials``, each trial answers the held-out harmful prompts and takes one KL pass
     over the held-out harmless ones. Raises ValueError, naming how many trials would fit, when
     the search cannot finish within one task's time."""
@@ -351,6 +352,14 @@ def compute_seconds(info: ModelInfo, prompts_per_side: int, *, num_layers: int |
     candidates = max(1, round(0.65 * layers))
     prompts = 2 * (prompts_per_side - held_out) + 2 * held_out * (candidates + 1)
     seconds = _load_seconds(info) + _prefill_seconds(info, prompts, batch_size)
+    from forge_hub.pipeline import ComputeOptions
+
+    # the final choice: each shortlisted setting answers the held-out harmful prompts and takes one
+    # KL pass over the held-out harmless ones, as a trial does
+    defaults = ComputeOptions()
+    settings_measured = defaults.shortlist * len(defaults.variations) if defaults.choice_tokens else 0
+    seconds += settings_measured * (math.ceil(held_out / batch_size) * defaults.choice_tokens * _step_seconds(info)
+                                    + _prefill_seconds(info, 2 * held_out, batch_size))
     if search_trials > 0:
         per_trial = (math.ceil(held_out / batch_size) * search_tokens * _step_seconds(info)
                      + _prefill_seconds(info, 2 * held_out, batch_size))
