@@ -104,9 +104,10 @@ def fake_study(points):
 
 def test_pick_rule_and_choice(tmp_path):
     study = fake_study([(10, 0.05), (2, 0.12), (1, 0.30), (2, 0.10), (0, 0.9), (1, 0.19)])
-    trial, rule = pick_trial(study, 100)  # fewest refusals with KL <= 0.2: trial 5 (1 at 0.19)
+    trial, rule = pick_trial(study, 100, max_kl=0.2)  # fewest refusals with KL <= 0.2: trial 5 (1 at 0.19)
     assert (trial.number, rule) == (5, "fewest refusals with KL <= 0.2")
-    assert pick_trial(study, 100, max_kl=0.15)[0].number == 3  # 2 refusals twice: the lower KL wins
+    trial, rule = pick_trial(study, 100)  # the default bound, 0.12: 2 refusals twice, the lower KL wins
+    assert (trial.number, rule) == (3, "fewest refusals with KL <= 0.12")
     assert pick_trial(study, 100, max_kl=1.0)[0].number == 4
     # none under the bound: lowest refusals/100 + KL (0.15, 0.14, 0.31, 0.12, 0.90, 0.20)
     trial, rule = pick_trial(study, 100, max_kl=0.01)
@@ -114,8 +115,8 @@ def test_pick_rule_and_choice(tmp_path):
     assert pick_trial(study, 100, number=2) == (study.trials[2], "given")
     with pytest.raises(ValueError, match="not a finished trial"):
         pick_trial(study, 100, number=42)
-    table = front_table(study, pick_trial(study, 100)[0], total=100)
+    table = front_table(study, pick_trial(study, 100, max_kl=0.2)[0], total=100)
     assert "| 5 (picked) | 1/100 | 0.190 |" in table
     assert [line.split("|")[1].strip() for line in table.splitlines()[2:]] == ["4", "5 (picked)", "3", "0"]
-    png = plot_front(study, tmp_path / "front.png", pick_trial(study, 100)[0])
+    png = plot_front(study, tmp_path / "front.png", pick_trial(study, 100, max_kl=0.2)[0])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000

@@ -42,7 +42,7 @@ from forge_hub.schema import AblationSettings
 
 OBJECTIVES = ("refusals", "kl")
 SEARCH_METHODS = ("projected", "mean_diff")
-DEFAULT_PICK_MAX_KL = 0.2
+DEFAULT_PICK_MAX_KL = 0.12
 PROCESS = f"{socket.gethostname()}:{os.getpid()}"  # which worker scored a trial
 
 

@@ -137,7 +137,7 @@ def _compute_artifact(args: argparse.Namespace):
 
 def _optimize(args: argparse.Namespace):
     """`run --optimize`: directions, then the search; prints the Pareto front and saves its plot."""
-    from forge_hub.abliterate.search import SearchOptions, front_table, plot_front
+    from forge_hub.abliterate.search import SearchOptions, finished_trials, front_table, plot_front
     from forge_hub.abliterate.study import StudyLocation
     from forge_hub.pipeline import optimize
     from forge_hub.prompts.sources import load_prompts
@@ -164,6 +164,10 @@ def _optimize(args: argparse.Namespace):
     total = record.eval_prompts["harmful"].count
     print("\nPareto front (refusals on the harmful evaluation prompts, first-token KL on the harmless ones):")
     print(front_table(outcome.study, chosen, total))
+    seconds = [t.user_attrs["seconds"] for t in finished_trials(outcome.study) if "seconds" in t.user_attrs]
+    if seconds:
+        print(f"{len(seconds)} trials, {sum(seconds) / len(seconds):.1f} s per trial on average "
+              f"({min(seconds):.1f}-{max(seconds):.1f} s)")
     beside = location.path or Path(f"forge-hub-{args.study_name}.db")
     plot = plot_front(outcome.study, beside.with_suffix(".pareto.png"), chosen)
     print(f"\npicked trial {chosen.number} ({record.pick}): {chosen.values[0]:.0f}/{total} refusals, "
