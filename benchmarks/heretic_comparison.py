@@ -1,6 +1,6 @@
 """forge-hub against Heretic on the refusing fixture, same prompts, same trial budget, same machine.
 
-Protocol (the issue's): 40 trials, seed 0, answers of 24 new tokens, Heretic's default refusal
+Protocol (the issue's): 40 trials, seed 0, answers of 100 new tokens (Heretic's default), Heretic's default refusal
 markers and system prompt, 100 held-out harmful + 100 harmless evaluation prompts that neither
 tool uses for its directions; both read the same local text files. Heretic's Pareto front is
 read from its own study journal; forge-hub's from its study. forge-hub's pick is then measured
@@ -10,7 +10,10 @@ Heretic is AGPL-3.0 and is only run here, never imported: install it in a separa
 (its pins differ from ours) and point at its executable:
 
     python3 -m venv .heretic && .heretic/bin/pip install torch==2.13.0 heretic-llm==1.4.0
-    python benchmarks/heretic_comparison.py --heretic .heretic/bin/heretic
+    python benchmarks/heretic_comparison.py --heretic .heretic/bin/heretic [--model second]
+
+It prints both Pareto fronts, whether forge-hub's dominates Heretic's (for every point of
+Heretic's front a forge-hub trial with no more refusals and no more KL) and the wall-time ratio.
 
 Without --heretic, only forge-hub runs. Needs ../shared; exits 0 with a note where it is absent.
 """
@@ -31,7 +34,7 @@ from forge_bench import (
     FORGE_HUB,
     direction_prompts,
     evaluation_prompts,
-    refusing_fixture,
+    refusing_model,
     shared_available,
     write_lines,
 )
@@ -127,13 +130,15 @@ def main() -> int:
     parser.add_argument("--markers-from-heretic", action="store_true",
                         help="with --heretic: take Heretic's markers for forge-hub's search but do not run Heretic")
     parser.add_argument("--trials", type=int, default=40)
-    parser.add_argument("--tokens", type=int, default=24)
+    parser.add_argument("--tokens", type=int, default=100, help="answer length for both tools (default 100)")
+    parser.add_argument("--model", choices=["fixture", "second"], default="fixture",
+                        help="the refusing fixture, or the second refusing model (second_refusing_model.py)")
     parser.add_argument("--work", type=Path, help="work folder (kept); a finished Heretic run in it is reused")
     args = parser.parse_args()
     if not shared_available():
         print("skipped: ../shared (fixture and prompt lists) is not here")
         return 0
-    fixture = refusing_fixture()
+    fixture = refusing_model(args.model)
     work = args.work or Path(tempfile.mkdtemp(prefix="forge-hub-vs-heretic-"))
     work.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(work / "forge-hub-out", ignore_errors=True)
@@ -166,6 +171,13 @@ def main() -> int:
     for tool, r in results.items():
         front = ", ".join(f"{int(round(a))} at {b:.3f}" for a, b in r["front"] if a <= 20)
         print(f"| {tool} | {r['seconds'] / 60:.1f} min | {front} |")
+    if "heretic" in results:
+        ours = results["forge-hub"]["front"]
+        beaten = [pt for pt in results["heretic"]["front"] if not any(a <= pt[0] and b <= pt[1] for a, b in ours)]
+        ratio = results["forge-hub"]["seconds"] / results["heretic"]["seconds"]
+        print(f"\nforge-hub's front dominates Heretic's: {'yes' if not beaten else 'no'}"
+              + (f" (not matched: {', '.join(f'{a:.0f} at {b:.3f}' for a, b in beaten)})" if beaten else "")
+              + f"; wall time {ratio:.2f}x Heretic's")
     p = results["forge-hub"]["picked"]
     print(f"\nforge-hub's default pick: trial {p[2]}, {p[0]:.0f}/100 refused at KL {p[1]:.3f}; with forge-hub's own "
           f"markers and 40 tokens: {own['model']['refusals']}/100 refused, {own['model']['over_refusals']}/100 "
