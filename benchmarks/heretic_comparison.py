@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -67,30 +68,52 @@ def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
 def run_heretic(heretic: Path, fixture: Path, files: dict[str, Path], work: Path, trials: int, tokens: int) -> dict:
     python = heretic.parent / "python"
     checkpoints = work / "heretic-study"
-    timing = work / "heretic-seconds.txt"
+    timing = work / "heretic-seconds.json"
     if timing.exists():  # finished in an earlier run with this --work folder: read it again
-        return _read_heretic(python, checkpoints, float(timing.read_text()))
+        return _read_heretic(python, checkpoints, **json.loads(timing.read_text()))
     cmd = [str(heretic), "--model", str(fixture), "--n-trials", str(trials), "--seed", "0",
            "--max-response-length", str(tokens), "--study-checkpoint-dir", str(checkpoints),
            "--good-prompts.dataset", str(files["harmless"]), "--bad-prompts.dataset", str(files["harmful"]),
            "--good-evaluation-prompts.dataset", str(files["eval_harmless"]),
            "--bad-evaluation-prompts.dataset", str(files["eval_harmful"])]
     print("$", " ".join(cmd), flush=True)
-    start = time.time()
     # Heretic asks which trial to keep once it is done; with no terminal it stops there
-    with open(work / "heretic.log", "w") as log:
+    with open(work / "heretic.log", "w") as log, Timer() as timer:
         subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                       env={**os.environ, "TERM": "dumb"})
-    seconds = time.time() - start
-    timing.write_text(str(seconds))
-    return _read_heretic(python, checkpoints, seconds)
+                       env={**os.environ, **ONE_THREAD, "TERM": "dumb"})
+    timing.write_text(json.dumps(timer.figures()))
+    return _read_heretic(python, checkpoints, **timer.figures())
 
 
-def _read_heretic(python: Path, checkpoints: Path, seconds: float) -> dict:
+def _read_heretic(python: Path, checkpoints: Path, seconds: float, cpu_seconds: float) -> dict:
     journal = next(checkpoints.glob("*.jsonl"))
     points = json.loads(subprocess.run([str(python), "-c", READ_HERETIC_STUDY, str(journal)], check=True,
                                        capture_output=True, text=True).stdout)
-    return {"seconds": seconds, "trials": len(points), "front": pareto([tuple(p) for p in points])}
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "trials": len(points),
+            "front": pareto([tuple(p) for p in points])}
+
+
+# Both tools run with one thread each, so their CPU seconds compare fairly even on a busy machine.
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+class Timer:
+    """Wall seconds and the CPU seconds (user + system) of the child processes run inside."""
+
+    def __enter__(self) -> Timer:
+        self.start, self.cpu = time.time(), _children_cpu()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds, self.cpu_seconds = time.time() - self.start, _children_cpu() - self.cpu
+
+    def figures(self) -> dict[str, float]:
+        return {"seconds": round(self.seconds, 1), "cpu_seconds": round(self.cpu_seconds, 1)}
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def heretic_markers(heretic: Path) -> list[str]:
@@ -109,17 +132,15 @@ def run_forge_hub(fixture: Path, files: dict[str, Path], work: Path, trials: int
     if markers is not None:
         cmd += ["--refusal-markers", str(markers)]
     print("$", " ".join(cmd), flush=True)
-    start = time.time()
-    with open(work / "forge-hub.log", "w") as log:
-        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
-    seconds = time.time() - start
+    with open(work / "forge-hub.log", "w") as log, Timer() as timer:
+        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **ONE_THREAD})
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     trials_done = optuna.load_study(study_name="forge-hub", storage=f"sqlite:///{study}").trials
     points = [tuple(t.values) for t in trials_done if t.values]
     picked = json.loads((work / "forge-hub-out" / "refusal.json").read_text())["search"]
-    return {"seconds": seconds, "trials": len(points), "front": pareto(points),
+    return {**timer.figures(), "trials": len(points), "front": pareto(points),
             "picked": (picked["refusals"], picked["kl"], picked["trial"])}
 
 
@@ -134,6 +155,8 @@ def main() -> int:
     parser.add_argument("--model", choices=["fixture", "second"], default="fixture",
                         help="the refusing fixture, or the second refusing model (second_refusing_model.py)")
     parser.add_argument("--work", type=Path, help="work folder (kept); a finished Heretic run in it is reused")
+    parser.add_argument("--heretic-only", action="store_true",
+                        help="run Heretic's side into --work and stop (forge-hub's side reuses it later)")
     args = parser.parse_args()
     if not shared_available():
         print("skipped: ../shared (fixture and prompt lists) is not here")
@@ -156,6 +179,9 @@ def main() -> int:
         markers_file = write_lines(work / "heretic_markers.txt", heretic_markers(args.heretic))
         if not args.markers_from_heretic:
             results["heretic"] = run_heretic(args.heretic, fixture, files, work, args.trials, args.tokens)
+            if args.heretic_only:
+                print(json.dumps(results["heretic"]))
+                return 0
     results["forge-hub"] = run_forge_hub(fixture, files, work, args.trials, args.tokens, markers_file)
 
     # forge-hub's pick, measured again with forge-hub's own markers and 40 tokens
@@ -167,17 +193,17 @@ def main() -> int:
 
     marker_note = "Heretic's default markers" if args.heretic else "forge-hub's markers"
     print(f"\n{args.trials} trials, {args.tokens} new tokens, {marker_note}, 100 + 100 evaluation prompts\n")
-    print("| tool | wall time | Pareto front (refusals/100 at KL) |\n|---|---|---|")
+    print("| tool | CPU time (one thread) | wall time | Pareto front (refusals/100 at KL) |\n|---|---|---|---|")
     for tool, r in results.items():
         front = ", ".join(f"{int(round(a))} at {b:.3f}" for a, b in r["front"] if a <= 20)
-        print(f"| {tool} | {r['seconds'] / 60:.1f} min | {front} |")
+        print(f"| {tool} | {r['cpu_seconds'] / 60:.1f} min | {r['seconds'] / 60:.1f} min | {front} |")
     if "heretic" in results:
         ours = results["forge-hub"]["front"]
         beaten = [pt for pt in results["heretic"]["front"] if not any(a <= pt[0] and b <= pt[1] for a, b in ours)]
-        ratio = results["forge-hub"]["seconds"] / results["heretic"]["seconds"]
+        ratio = results["forge-hub"]["cpu_seconds"] / results["heretic"]["cpu_seconds"]
         print(f"\nforge-hub's front dominates Heretic's: {'yes' if not beaten else 'no'}"
               + (f" (not matched: {', '.join(f'{a:.0f} at {b:.3f}' for a, b in beaten)})" if beaten else "")
-              + f"; wall time {ratio:.2f}x Heretic's")
+              + f"; CPU time {ratio:.2f}x Heretic's")
     p = results["forge-hub"]["picked"]
     print(f"\nforge-hub's default pick: trial {p[2]}, {p[0]:.0f}/100 refused at KL {p[1]:.3f}; with forge-hub's own "
           f"markers and 40 tokens: {own['model']['refusals']}/100 refused, {own['model']['over_refusals']}/100 "
