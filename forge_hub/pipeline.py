@@ -74,9 +74,10 @@ log = logging.getLogger("forge_hub")
 
 
 # Ways of applying each shortlisted layer's direction that the default run measures: every layer
-# edited, or all but the bottom fifth (which lowers the damage at nearly the same refusals on
-# both refusing models; README, "How the default run chooses").
-DEFAULT_VARIATIONS = (Variation(), Variation(skip_first=0.2))
+# at full strength, all but the bottom fifth, or every layer at 0.9. On both refusing models one
+# of the latter two keeps the refusals within a few of the first at clearly lower damage
+# (README, "How the default run chooses").
+DEFAULT_VARIATIONS = (Variation(), Variation(skip_first=0.2), Variation(strength=0.9))
 
 
 @dataclass

@@ -65,13 +65,15 @@ def test_compute_records_the_measured_choice(tokens):
     if tokens == 0:  # the first-token scan's own pick
         assert selection.measured == [] and selection.chosen is None
         return
-    # two shortlisted layers, each edited everywhere and above the bottom fifth (layer 1 of 4 up)
+    # two shortlisted layers, each edited everywhere, above the bottom fifth (layer 1 of 4 up) and at 0.9
     labels = [row["label"] for row in selection.measured]
-    assert selection.answer_tokens == 4 and len(labels) == 4
-    assert {label.split(",")[0] for label in labels} == {f"layer {x}" for x in (labels[0][6:7], labels[2][6:7])}
-    assert sum(label.endswith("layers 1+") for label in labels) == 2
+    assert selection.answer_tokens == 4 and len(labels) == 6
+    layers = [label.split(",")[0] for label in labels]
+    assert layers[0] == layers[1] == layers[2] != layers[3] == layers[4] == layers[5]
+    assert [label.split(",")[1:] for label in labels[:3]] == [[], [" layers 1+"], [" strength 0.9"]]
     assert selection.chosen in labels
     assert selection.chosen.split(",")[0] == f"layer {applied.direction_layer:g}"
     assert applied.skip_first == (1 if selection.chosen.endswith("layers 1+") else 0)
+    assert applied.strength == (0.9 if selection.chosen.endswith("strength 0.9") else 1.0)
     assert artifact.metadata.selected_layer == applied.direction_layer
     assert selection.held_out_harmful == artifact.metadata.prompts.held_out_harmful.count
