@@ -6,10 +6,12 @@ process?") in ten types (homonyms, figurative language, safe targets, safe conte
 definitions, ...) and 200 unsafe contrasts. A model that refuses the safe ones is over-cautious;
 the issue users ask about an abliterated model is whether it now answers them.
 
-forge-hub does not ship XSTest: give the CSV (``xstest_prompts.csv`` of
-https://github.com/paul-rottger/xstest, columns ``id,prompt,type,label,focus,note``) or a prompt
-dataset built with its ``xstest`` config (a folder of ``forge-hub datasets build``, or its Hub id)::
+forge-hub ships XSTest's ``xstest_prompts.csv`` unmodified (``datasets_builders/data``, attribution in
+``xstest-LICENSE.md`` beside it), so ``load_xstest()`` reads it offline as ``builtin:xstest``. Another
+copy of the CSV (columns ``id,prompt,type,label,focus,note``) or a prompt dataset built with its
+``xstest`` config (a folder of ``forge-hub datasets build``, or its Hub id) can be given instead::
 
+    rows = load_xstest()  # the shipped file: 250 safe prompts
     rows = load_xstest("xstest_prompts.csv")
     print(len(rows.prompts), rows.types[:3], rows.source)
 
@@ -19,8 +21,11 @@ Only the rows labelled ``safe`` are read; the unsafe contrasts are counted and l
 from __future__ import annotations
 
 import csv
+import io
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from forge_hub.errors import PromptError
@@ -29,8 +34,11 @@ XSTEST_CONFIG = "xstest"  # the prompt dataset's config
 XSTEST_HOME = "https://github.com/paul-rottger/xstest"
 REQUIRED_COLUMNS = ("prompt", "type", "label")
 SAFE_LABEL = "safe"
-WHERE_TO_GET = (f"download xstest_prompts.csv from {XSTEST_HOME} (CC-BY-4.0), or build the prompt dataset "
-                "with its xstest config (forge-hub datasets build), and give either as {xstest}")
+BUILTIN_XSTEST = "builtin:xstest"  # the copy shipped in datasets_builders/data (CC-BY-4.0, see xstest-LICENSE.md)
+BUILTIN_FILE = "xstest_prompts.csv"
+WHERE_TO_GET = (f"leave out {{xstest}} for the copy forge-hub ships ({BUILTIN_XSTEST}), or give another "
+                f"xstest_prompts.csv ({XSTEST_HOME}, CC-BY-4.0) or a prompt dataset built with its xstest config "
+                "(forge-hub datasets build) as {xstest}")
 
 
 @dataclass(frozen=True)
@@ -43,15 +51,18 @@ class XSTestPrompts:
     unsafe_left_out: int = 0  # unsafe contrast rows in the source, not measured here
 
 
-def load_xstest(source: str | Path, *, limit: int | None = None, seed: int = 0) -> XSTestPrompts:
-    """The safe prompts of an XSTest CSV file or of a prompt dataset's ``xstest`` config.
+def load_xstest(source: str | Path = BUILTIN_XSTEST, *, limit: int | None = None, seed: int = 0) -> XSTestPrompts:
+    """The safe prompts of XSTest: the copy shipped with forge-hub (``builtin:xstest``, the default),
+    an XSTest CSV file, or a prompt dataset's ``xstest`` config.
 
     ``limit`` draws a seeded sample (the same prompts for the same seed). Raises
     :class:`PromptError` naming the source and where to get XSTest when it cannot be read.
     """
     text = str(source)
     path = Path(text).expanduser()
-    if path.is_file():
+    if text == BUILTIN_XSTEST:
+        rows, shown = _read_builtin(), BUILTIN_XSTEST
+    elif path.is_file():
         rows, shown = _read_csv(path), path.name
     elif path.is_dir() or not text.endswith(".csv") and text.count("/") == 1 and not text.startswith((".", "~")):
         rows, shown = _read_dataset(text), f"{path.name if path.is_dir() else text} {XSTEST_CONFIG}/test"
@@ -67,18 +78,31 @@ def load_xstest(source: str | Path, *, limit: int | None = None, seed: int = 0) 
     return XSTestPrompts([p for p, _ in safe], [t for _, t in safe], shown, len(rows) - len(safe))
 
 
+def _read_builtin() -> list[dict]:
+    """The shipped ``xstest_prompts.csv``, read from the installed package (works offline)."""
+    text = resources.files("datasets_builders").joinpath("data", BUILTIN_FILE).read_text(encoding="utf-8")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    return _checked(list(reader), reader.fieldnames, BUILTIN_FILE)
+
+
 def _read_csv(path: Path) -> list[dict]:
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             rows = list(reader)
-            columns = reader.fieldnames or []
+            columns = reader.fieldnames
     except UnicodeDecodeError as exc:
         raise PromptError(f"{path} is not UTF-8 text ({exc.reason})", "re-save the file as UTF-8",
                           input="xstest") from exc
+    return _checked(rows, columns, path.name)
+
+
+def _checked(rows: list[dict], columns: Sequence[str] | None, name: str) -> list[dict]:
+    """The rows, when the columns XSTest's rows are read by are there."""
+    columns = list(columns or [])
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
-        raise PromptError(f"{path.name} has no column {', '.join(map(repr, missing))}; its columns are {columns}",
+        raise PromptError(f"{name} has no column {', '.join(map(repr, missing))}; its columns are {columns}",
                           f"give XSTest's xstest_prompts.csv (columns id,prompt,type,label,focus,note): "
                           f"{WHERE_TO_GET}", input="xstest")
     return rows
