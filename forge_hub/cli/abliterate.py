@@ -33,6 +33,7 @@ from forge_hub.cli.options import (
 )
 from forge_hub.errors import HubError, SettingsError, spell
 from forge_hub.evaluation.compare import FINAL_MAX_NEW_TOKENS
+from forge_hub.prompts.xstest import BUILTIN_XSTEST
 
 EPILOG = "Models: a Hub id (owner/name), a local Hugging Face folder, or a .gguf file."
 
@@ -244,7 +245,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not args.evaluate and (args.tasks or args.xstest):
         raise SettingsError("--evaluate-tasks and --xstest are part of the run's check, which --no-evaluate skips",
                             "leave out --no-evaluate, or those flags")
-    capability, xstest = (capability_settings(args), xstest_from(args)) if args.evaluate else (None, None)
+    capability, xstest = ((capability_settings(args), xstest_from(args, default=BUILTIN_XSTEST)) if args.evaluate
+                          else (None, None))
     if args.judge and (args.optimize or args.evaluate):  # a judge that cannot load fails now, not after compute
         from forge_hub.evaluation.judge import refusal_judge
 
@@ -270,7 +272,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from forge_hub.cli.gguf import print_gguf_check
         from forge_hub.hub.push import print_result
 
-        check = _gguf_check(args, prompts, xstest) if args.gguf and args.gguf_check else None
+        # the GGUF files answer XSTest only when --xstest names it, as with push --gguf (250 more answers a file)
+        check = _gguf_check(args, prompts, xstest if args.xstest else None) if args.gguf and args.gguf_check else None
         del model, tokenizer  # the GGUF check loads models of its own, one at a time
         print_result(push(args.out, args.push_to, token=token, private=args.private, exist_ok=args.exist_ok,
                           gguf_types=args.gguf, gguf_repo=gguf_repo(args, args.push_to), gguf_check=check,
@@ -311,10 +314,14 @@ def _print_check(check, *, searched: bool, gguf: Path | None) -> None:
     n, m, tokens = r.harmful_count, r.harmless_count, r.settings["max_new_tokens"]
     where = "the prompts the search was scored on" if searched else "prompts held out from the directions"
     print(f"\nResult on {n} harmful and {m} harmless {where} ({tokens} new tokens, greedy), {check.seconds:.0f}s:")
-    print(f"  {'':12s} {'harmful refused':>16s} {'harmless refused':>17s} {'first-token KL':>15s}")
+    xstest = r.results.model.xstest is not None  # its safe prompts, beside the harmless ones
+    print(f"  {'':12s} {'harmful refused':>16s} {'harmless refused':>17s}"
+          + (f" {'XSTest safe refused':>20s}" if xstest else "") + f" {'first-token KL':>15s}")
     for name, scores, kl in (("original", r.results.reference, "-"),
                              ("abliterated", r.results.model, f"{r.results.kl_divergence:.3f}")):
-        print(f"  {name:12s} {f'{scores.refusals}/{n}':>16s} {f'{scores.over_refusals}/{m}':>17s} {kl:>15s}")
+        x = scores.xstest
+        print(f"  {name:12s} {f'{scores.refusals}/{n}':>16s} {f'{scores.over_refusals}/{m}':>17s}"
+              + (f" {f'{x.refusals}/{x.total}' if x else '-':>20s}" if xstest else "") + f" {kl:>15s}")
     before, after = r.results.reference.refusals, r.results.model.refusals
     words = {"removed": f"Refusals removed: {before} -> {after} of {n}.",
              "partly": f"Refusals only partly removed: {before} -> {after} of {n}.",

@@ -16,16 +16,18 @@ from forge_hub.cli.options import (
     xstest_from,
 )
 from forge_hub.evaluation.compare import FINAL_MAX_NEW_TOKENS
+from forge_hub.prompts.xstest import BUILTIN_XSTEST
 
 
 def add_evaluate_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="refusals, over-refusals, KL and capability tasks against the original",
-                       description="Refusal rate on harmful prompts, over-refusal on harmless ones (and on XSTest's "
-                       "safe prompts by type, with --xstest), first-token KL divergence and answer cross-entropy "
+                       description="Refusal rate on harmful prompts, over-refusal on harmless ones and on XSTest's "
+                       "250 safe prompts by type (the shipped copy; --no-xstest leaves it out), first-token KL "
+                       "divergence and answer cross-entropy "
                        "against --reference, and lm-evaluation-harness tasks on both models (--tasks); JSON + "
                        "Markdown results.",
                        epilog="Example: forge-hub evaluate OUT --reference BASE --tasks mmlu,gsm8k,hellaswag,"
-                       "arc_challenge,winogrande --limit 200 --xstest xstest_prompts.csv --out results.json")
+                       "arc_challenge,winogrande --limit 200 --out results.json")
     add_model_options(p)
     p.add_argument("--reference", help="the original model, for KL, cross-entropy and before/after columns")
     add_prompt_options(p, split="test", purpose="use ones the direction was not computed from; the test split is "
@@ -59,7 +61,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         check_output_file(args.out, sources=[*local_paths(resolve_source(args.model, args.revision)),
                                              *(local_paths(resolve_source(args.reference)) if args.reference else [])])
     capability = capability_settings(args)  # unknown task names and a missing XSTest file fail before the models load
-    xstest = xstest_from(args)
+    xstest = xstest_from(args, default=BUILTIN_XSTEST)
     prompts = load_prompt_lists(prompt_choice(args))
     model, tokenizer, src = load_model_from(args)
     reference = reference_id = None

@@ -108,8 +108,9 @@ def add_generation_options(p: argparse.ArgumentParser) -> None:
 # --- what the final evaluation measures besides refusals ---------------------------------------------
 
 XSTEST_HELP = ("XSTest (Röttger et al., NAACL 2024; CC-BY-4.0) for over-refusal by type on its 250 safe prompts that "
-               "look unsafe: its xstest_prompts.csv (https://github.com/paul-rottger/xstest), or a prompt dataset "
-               "built with its xstest config (forge-hub datasets build); forge-hub does not ship XSTest")
+               "look unsafe: builtin:xstest (the copy forge-hub ships), another xstest_prompts.csv "
+               "(https://github.com/paul-rottger/xstest), or a prompt dataset built with its xstest config "
+               "(forge-hub datasets build)")
 
 
 def add_capability_options(p: argparse.ArgumentParser, *, run: bool = False) -> None:
@@ -125,7 +126,10 @@ def add_capability_options(p: argparse.ArgumentParser, *, run: bool = False) -> 
                    help="at most N documents per task (a fraction when below 1): a quick estimate (default: all)")
     g.add_argument("--num-fewshot", type=int, metavar="K", help="examples in each task's prompt (default: the task's)")
     g.add_argument("--include-path", metavar="DIR", help="a folder of lm-eval task YAML files, for your own tasks")
-    g.add_argument("--xstest", metavar="FILE_OR_DATASET", help=XSTEST_HELP)
+    g.add_argument("--xstest", metavar="FILE_OR_DATASET",
+                   help=XSTEST_HELP + " (default: builtin:xstest, measured on both models; adds 250 answers per model)")
+    g.add_argument("--no-xstest", dest="no_xstest", action="store_true",
+                   help="leave XSTest out (measured by default)")
 
 
 def capability_settings(args: argparse.Namespace):
@@ -192,11 +196,18 @@ def gguf_check_options(args: argparse.Namespace, base: str | None, revision: str
                             dtype=getattr(args, "dtype", "auto")).check()
 
 
-def xstest_from(args: argparse.Namespace):
-    """XSTest's safe prompts when --xstest names them, else None."""
+def xstest_from(args: argparse.Namespace, *, default: str | None = None):
+    """XSTest's safe prompts: those --xstest names, else ``default`` (``evaluate`` and ``run`` pass the
+    shipped copy, ``builtin:xstest``); None with --no-xstest or when there is neither."""
     from forge_hub.prompts.xstest import load_xstest
 
-    return load_xstest(args.xstest) if args.xstest else None
+    if getattr(args, "no_xstest", False):
+        if args.xstest:
+            raise SettingsError("--no-xstest leaves XSTest out, and --xstest names a file for it",
+                                "keep one of {xstest} and {no_xstest}", input="xstest")
+        return None
+    source = args.xstest or default
+    return load_xstest(source) if source else None
 
 
 def _limit(text: str) -> int | float:
