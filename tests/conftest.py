@@ -9,6 +9,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
+# `evaluate` and `run`'s check answer XSTest's 250 safe prompts by default: the CLI tests leave it out
+# (as --no-xstest does) so each stays as fast as before; tests/test_xstest_default.py measures the default.
+os.environ.setdefault("FORGE_HUB_NO_XSTEST", "1")
 
 from helpers.tiny import HARMFUL, HARMLESS, make_tokenizer  # noqa: E402
 
