@@ -8,14 +8,14 @@ models with a stated --limit.
 
     python benchmarks/evaluation_table.py                       # hellaswag, arc_easy: data from the Hub
     python benchmarks/evaluation_table.py --local-tasks         # no Hub: two tasks generated here
-    python benchmarks/evaluation_table.py --xstest xstest_prompts.csv -- --n-prompts 128   # args after -- go to run
+    python benchmarks/evaluation_table.py -- --n-prompts 128       # args after -- go to run
 
 The standard tasks download their data from the Hugging Face Hub. Where it cannot be reached,
 --local-tasks runs two small tasks this script writes (two-digit additions, as multiple choice and
 as a written answer; generated with a fixed seed), which show whether arithmetic survived the edit
-but are not standard benchmarks: the table says which were run. XSTest is read from --xstest (its
-xstest_prompts.csv, or a prompt dataset built with its xstest config); without it, that column
-says it was not measured. About 15-25 minutes on a 2-core CPU (the run, then both models answering
+but are not standard benchmarks: the table says which were run. XSTest is the copy forge-hub
+ships (evaluate measures it by default), or what --xstest names (another xstest_prompts.csv, or a
+prompt dataset built with its xstest config). About 15-25 minutes on a 2-core CPU (the run, then both models answering
 450 prompts and the tasks).
 
 Needs ../shared (the fixture's build script and the public prompt lists) and lm-eval
@@ -76,7 +76,8 @@ def main() -> int:
                         f"--local-tasks {LOCAL_TASKS})")
     parser.add_argument("--local-tasks", action="store_true", help="run the two generated tasks (no Hub needed)")
     parser.add_argument("--limit", type=int, default=100, help="documents per task (default 100)")
-    parser.add_argument("--xstest", help="XSTest's xstest_prompts.csv, or a prompt dataset with its xstest config")
+    parser.add_argument("--xstest", help="another XSTest file or prompt dataset with its xstest config (default: "
+                        "the copy forge-hub ships)")
     parser.add_argument("--tokens", type=int, default=100, help="new tokens per answer (default 100)")
     parser.add_argument("--n-eval", type=int, default=100, help="held-out prompts per side (default 100)")
     parser.add_argument("--work", type=Path, help="folder for the model and results (default: a new temporary one)")
