@@ -1,5 +1,5 @@
 """XSTest shipped inside the package: the file as published, read offline, and measured by default
-by `forge-hub evaluate` and `run`'s check (off with --no-xstest; --xstest FILE still chooses)."""
+by `forge-hub evaluate` (off with --no-xstest; --xstest FILE still chooses), and by `run`'s check when asked."""
 
 import hashlib
 import json
@@ -103,12 +103,15 @@ def test_no_xstest_leaves_it_out_and_a_file_still_overrides(tmp_path, prompt_fil
     assert "--no-xstest" in capsys.readouterr().err
 
 
-def test_runs_check_measures_xstest_by_default(tmp_path, prompt_files, xstest_on, capsys):
+def test_runs_check_measures_xstest_when_asked(tmp_path, prompt_files, xstest_on, capsys):
+    """The run's check stays quick by default (no XSTest); --xstest builtin:xstest adds it."""
     src = save_model(make_model("llama"), tmp_path / "tiny")
     h, s = prompt_files
-    assert main([str(a) for a in ["run", src, "--harmful", h, "--harmless", s, "--layer", "2", "--check-tokens", "2",
-                                  "--out", tmp_path / "out"]]) == 0
+    common = ["run", src, "--harmful", h, "--harmless", s, "--layer", "2", "--check-tokens", "2"]
+    assert main([str(a) for a in [*common, "--out", tmp_path / "quick"]]) == 0
+    assert "XSTest" not in capsys.readouterr().out
+    assert main([str(a) for a in [*common, "--xstest", "builtin:xstest", "--out", tmp_path / "out"]]) == 0
     printed = capsys.readouterr().out
     assert "XSTest safe refused" in printed and "### XSTest over-refusal by type" in printed
     assert "| **all safe prompts** |" in printed and printed.count("/250") >= 4  # both models, table and by type
-    assert "no_xstest = false" in (tmp_path / "out" / "forge-hub.toml").read_text()
+    assert 'xstest = "builtin:xstest"' in (tmp_path / "out" / "forge-hub.toml").read_text()

@@ -124,8 +124,8 @@ class MeasuredSetting:
     seconds: float = 0.0
 
     def record(self) -> dict[str, object]:
-        return {"label": self.label, "refusals": self.refusals, "kl": round(self.kl, 4), "complete": self.complete,
-                "seconds": round(self.seconds, 1)}
+        """What refusal.json keeps: no timings, so the same run writes the same file."""
+        return {"label": self.label, "refusals": self.refusals, "kl": round(self.kl, 4), "complete": self.complete}
 
 
 def measure_settings(model: torch.nn.Module, tokenizer: object, artifact: RefusalDirections,

@@ -33,7 +33,6 @@ from forge_hub.cli.options import (
 )
 from forge_hub.errors import HubError, SettingsError, spell
 from forge_hub.evaluation.compare import FINAL_MAX_NEW_TOKENS
-from forge_hub.prompts.xstest import BUILTIN_XSTEST
 
 EPILOG = "Models: a Hub id (owner/name), a local Hugging Face folder, or a .gguf file."
 
@@ -245,7 +244,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not args.evaluate and (args.tasks or args.xstest):
         raise SettingsError("--evaluate-tasks and --xstest are part of the run's check, which --no-evaluate skips",
                             "leave out --no-evaluate, or those flags")
-    capability, xstest = ((capability_settings(args), xstest_from(args, default=BUILTIN_XSTEST)) if args.evaluate
+    capability, xstest = ((capability_settings(args), xstest_from(args)) if args.evaluate
                           else (None, None))
     if args.judge and (args.optimize or args.evaluate):  # a judge that cannot load fails now, not after compute
         from forge_hub.evaluation.judge import refusal_judge

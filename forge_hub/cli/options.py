@@ -126,6 +126,11 @@ def add_capability_options(p: argparse.ArgumentParser, *, run: bool = False) -> 
                    help="at most N documents per task (a fraction when below 1): a quick estimate (default: all)")
     g.add_argument("--num-fewshot", type=int, metavar="K", help="examples in each task's prompt (default: the task's)")
     g.add_argument("--include-path", metavar="DIR", help="a folder of lm-eval task YAML files, for your own tasks")
+    if run:  # the run's check stays quick; XSTest's 250 answers per model are asked for by name
+        g.add_argument("--xstest", metavar="FILE_OR_DATASET",
+                       help=XSTEST_HELP + " (the shipped copy: builtin:xstest; adds 250 answers per model to the "
+                       "check; `forge-hub evaluate` measures it by default)")
+        return
     g.add_argument("--xstest", metavar="FILE_OR_DATASET",
                    help=XSTEST_HELP + " (default: builtin:xstest, measured on both models; adds 250 answers per model)")
     g.add_argument("--no-xstest", dest="no_xstest", action="store_true",
