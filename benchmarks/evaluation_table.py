@@ -81,6 +81,8 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=100, help="new tokens per answer (default 100)")
     parser.add_argument("--n-eval", type=int, default=100, help="held-out prompts per side (default 100)")
     parser.add_argument("--work", type=Path, help="folder for the model and results (default: a new temporary one)")
+    parser.add_argument("--abliterated", type=Path,
+                        help="the output of a default `forge-hub run FIXTURE --out DIR` already made (skips the run)")
     parser.add_argument("run_args", nargs="*", help="extra arguments for `forge-hub run` (after --)")
     args = parser.parse_args()
     if not shared_available():
@@ -91,15 +93,18 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     tasks = args.tasks or (LOCAL_TASKS if args.local_tasks else HUB_TASKS)
 
-    run = [*FORGE_HUB, "run", str(fixture), "--out", str(work / "abliterated"), "--no-evaluate", *args.run_args]
-    print("$", " ".join(run), flush=True)
-    start = time.time()
-    subprocess.run(run, check=True)
-    run_seconds = time.time() - start
+    abliterated = args.abliterated or work / "abliterated"
+    run_seconds = 0.0
+    if args.abliterated is None:
+        run = [*FORGE_HUB, "run", str(fixture), "--out", str(abliterated), "--no-evaluate", *args.run_args]
+        print("$", " ".join(run), flush=True)
+        start = time.time()
+        subprocess.run(run, check=True)
+        run_seconds = time.time() - start
 
     harmful, harmless = evaluation_prompts(args.n_eval)
     harmful, harmless = harmful[:args.n_eval], harmless[:args.n_eval]
-    evaluate = [*FORGE_HUB, "evaluate", str(work / "abliterated"), "--reference", str(fixture),
+    evaluate = [*FORGE_HUB, "evaluate", str(abliterated), "--reference", str(fixture),
                 "--harmful", str(write_lines(work / "eval_harmful.txt", harmful)),
                 "--harmless", str(write_lines(work / "eval_harmless.txt", harmless)),
                 "--max-new-tokens", str(args.tokens), "--tasks", tasks, "--limit", str(args.limit),
@@ -114,7 +119,8 @@ def main() -> int:
     evaluate_seconds = time.time() - start
 
     results = json.loads((work / "results.json").read_text(encoding="utf-8"))
-    print(f"\nforge-hub run: {run_seconds:.0f} s; forge-hub evaluate (both models): {evaluate_seconds:.0f} s; "
+    print(f"\nforge-hub run: {f'{run_seconds:.0f} s' if run_seconds else f'given ({abliterated})'}; "
+          f"forge-hub evaluate (both models): {evaluate_seconds:.0f} s; "
           f"files in {work}\n")
     print(table(results, fixture_name=fixture.name))
     return 0
