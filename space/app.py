@@ -167,7 +167,9 @@ def evaluate_step(n_prompts: float, max_new_tokens: float, tasks: list[str] | No
     r = result.results
     summary = (f"Harmful prompts refused: **{r.reference.refusals} → {r.model.refusals}** of "
                f"{result.harmful_count}; harmless refused: {r.reference.over_refusals} → {r.model.over_refusals} "
-               f"of {result.harmless_count}; first-token KL {r.kl_divergence:.4f}.")
+               f"of {result.harmless_count}; first-token KL {r.kl_divergence:.4f}."
+               + (f" XSTest safe prompts refused: {r.reference.xstest.refusals} → {r.model.xstest.refusals} of "
+                  f"{r.model.xstest.total}." if r.model.xstest and r.reference.xstest else ""))
     tasks = [f"{t.task} {t.metric} {t.reference.value:.3f} → {t.model.value:.3f}"
              for t in (r.capabilities or {}).values() if t.reference is not None]
     if tasks:

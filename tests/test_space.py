@@ -24,6 +24,7 @@ from forge_hub.model.loading import load_model
 from forge_hub.pipeline import ComputeOptions, apply, compute
 from forge_hub.prompts.choice import PromptChoice, PromptLists, load_prompt_lists
 from forge_hub.prompts.sources import prompts_hash
+from forge_hub.prompts.xstest import load_xstest
 
 gradio = pytest.importorskip("gradio")
 pytest.importorskip("spaces")
@@ -167,11 +168,14 @@ def test_the_whole_flow_matches_the_pipeline(app, tiny_dir, tmp_path):
     assert results["prompts"]["harmless"]["hash"] == prompts_hash(test_harmless)
     assert not set(test_harmful) & set(harmful)  # never the prompts the direction came from
     edited, _, _ = load_model(str(reference_copy))
-    independent = evaluate_models(edited, tok, test_harmful, test_harmless, reference=model,
+    xstest = load_xstest()  # measured by default, as `forge-hub evaluate` does
+    independent = evaluate_models(edited, tok, test_harmful, test_harmless, reference=model, xstest=xstest,
                                   settings=EvaluationSettings(max_new_tokens=EVAL_TOKENS, samples=5)).to_dict()
     r, ind = results["results"], independent["results"]
     for side in ("model", "reference"):
         assert (r[side]["refusals"], r[side]["over_refusals"]) == (ind[side]["refusals"], ind[side]["over_refusals"])
+        assert r[side]["xstest"] == ind[side]["xstest"] and r[side]["xstest"]["total"] == 250
+    assert "XSTest safe prompts refused" in summary
     assert r["kl_divergence"] == pytest.approx(ind["kl_divergence"], rel=1e-4) and r["kl_divergence"] > 0
     assert results["samples"] == independent["samples"]
     assert metrics["headers"] == ["metric", "original", "abliterated"]

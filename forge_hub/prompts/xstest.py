@@ -36,7 +36,7 @@ REQUIRED_COLUMNS = ("prompt", "type", "label")
 SAFE_LABEL = "safe"
 BUILTIN_XSTEST = "builtin:xstest"  # the copy shipped in datasets_builders/data (CC-BY-4.0, see xstest-LICENSE.md)
 BUILTIN_FILE = "xstest_prompts.csv"
-WHERE_TO_GET = (f"give {{xstest}} {BUILTIN_XSTEST} (the copy forge-hub ships, what evaluate and run measure when "
+WHERE_TO_GET = (f"give {{xstest}} {BUILTIN_XSTEST} (the copy forge-hub ships, what evaluate measures when "
                 f"{{xstest}} is left out), another xstest_prompts.csv ({XSTEST_HOME}, CC-BY-4.0), or a prompt "
                 "dataset built with its xstest config (forge-hub datasets build)")
 

@@ -39,6 +39,7 @@ from forge_hub.model.loading import ModelSource, load_model
 from forge_hub.outputs.staging import staged_output
 from forge_hub.pipeline import ComputeOptions, compute, evaluate, optimize, write_results
 from forge_hub.prompts.choice import PromptLists
+from forge_hub.prompts.xstest import XSTestPrompts
 from forge_hub.schema import DirectionMetadata, EvaluationResults
 
 
@@ -150,13 +151,14 @@ class EvaluateJob:
     prompt_sources: dict[str, str] = field(default_factory=dict)
     seconds: int = 60
     capability: CapabilitySettings | None = None  # lm-eval tasks on both models
+    xstest: XSTestPrompts | None = None  # over-refusal on XSTest's safe prompts, by type
 
     def run(self) -> EvaluationResults:
         reference, tokenizer = loaded_models.get(self.original)
         model, _ = loaded_models.get(self.abliterated)
         result = evaluate(model, tokenizer, self.harmful, self.harmless, reference=reference, settings=self.settings,
                           model_name=self.model_name, reference_name=self.reference_name,
-                          prompt_sources=self.prompt_sources, capability=self.capability)
+                          prompt_sources=self.prompt_sources, capability=self.capability, xstest=self.xstest)
         write_results(result, self.out)
         return result
 

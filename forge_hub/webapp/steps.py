@@ -21,6 +21,7 @@ from forge_hub.hub.push import PushResult
 from forge_hub.outputs.checkpoint import ApplyReport
 from forge_hub.pipeline import ComputeOptions, apply, push
 from forge_hub.prompts.choice import PromptChoice, PromptLists, load_prompt_lists
+from forge_hub.prompts.xstest import load_xstest
 from forge_hub.schema import EvaluationResults
 from forge_hub.webapp import checks
 from forge_hub.webapp.jobs import ChatJob, ComputeJob, EvaluateJob
@@ -97,10 +98,12 @@ def apply_step(ws: Workspace, *, progress: Progress = _no_progress) -> tuple[Ref
 
 
 def evaluate_step(ws: Workspace, *, n_prompts: int, max_new_tokens: int, run: Run, tasks: Sequence[str] = (),
-                  limit: int | None = DEFAULT_TASK_LIMIT, progress: Progress = _no_progress) -> EvaluationResults:
-    """Both models on the test split of the session's prompt dataset, and on the lm-eval ``tasks``
-    (``limit`` documents each, so they fit one GPU task); the results are saved in the session (the
-    push puts them on the card)."""
+                  limit: int | None = DEFAULT_TASK_LIMIT, xstest: bool = True,
+                  progress: Progress = _no_progress) -> EvaluationResults:
+    """Both models on the test split of the session's prompt dataset, on XSTest's safe prompts (the
+    shipped copy, as `forge-hub evaluate` does by default) and on the lm-eval ``tasks`` (``limit``
+    documents each, so they fit one GPU task); the results are saved in the session (the push puts
+    them on the card)."""
     _need(ws.model, "2. Apply")
     state = ws.state()
     info = checks.ModelInfo.from_dict(state["model"])
@@ -112,14 +115,16 @@ def evaluate_step(ws: Workspace, *, n_prompts: int, max_new_tokens: int, run: Ru
     progress(0.01, "reading the test prompts")
     prompts = _prompts(state.get("dataset"), state.get("sources"), "test", n_prompts)
     settings = EvaluationSettings(max_new_tokens=int(max_new_tokens), samples=5)
-    total = len(prompts.harmful) + len(prompts.harmless)
+    safe_prompts = load_xstest() if xstest else None
+    total = len(prompts.harmful) + len(prompts.harmless) + (len(safe_prompts.prompts) if safe_prompts else 0)
     seconds = checks.evaluate_seconds(info, total, settings.max_new_tokens, tasks=tuple(tasks),
                                       limit=capability.limit if capability else None)
     job = EvaluateJob(state["local_path"], str(ws.model), prompts.harmful, prompts.harmless, str(ws.results), settings,
                       model_name=f"{info.label} (abliterated)", reference_name=info.label,
                       prompt_sources={"harmful": prompts.harmful_source, "harmless": prompts.harmless_source},
-                      seconds=seconds, capability=capability)
-    also = f" and {len(tasks)} capability task(s)" if tasks else ""
+                      seconds=seconds, capability=capability, xstest=safe_prompts)
+    also = (" (XSTest's safe prompts included)" if safe_prompts else "") + (
+        f" and {len(tasks)} capability task(s)" if tasks else "")
     progress(0.05, f"answering {total} prompts{also} with both models (up to {seconds}s of GPU)")
     return run(job)
 
