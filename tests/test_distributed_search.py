@@ -145,7 +145,8 @@ def test_a_killed_workers_trial_is_run_again(kind, setup, tmp_path):
             except KeyError:  # not created yet
                 continue
             done = sum(t.state == TrialState.COMPLETE for t in trials)
-            busy = [t for t in trials if t.state == TrialState.RUNNING and t.params]
+            # a trial being scored: every parameter chosen (the process is recorded then)
+            busy = [t for t in trials if t.state == TrialState.RUNNING and "process" in t.user_attrs]
             if done >= 2 and busy:
                 worker.send_signal(signal.SIGKILL)  # mid-trial: no chance to clean up
                 worker.wait()

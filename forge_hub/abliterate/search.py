@@ -229,12 +229,12 @@ def run_search(model: torch.nn.Module, tokenizer: object, artifact: RefusalDirec
             trial.set_user_attr("surplus", True)  # pruned, not failed: nothing went wrong
             raise optuna.TrialPruned
         method, settings = suggest_settings(trial, artifact.num_layers, methods)
+        trial.set_user_attr("process", PROCESS)  # who scores it; set once every parameter is chosen
         started = time.monotonic()
         refusals, kl, complete = evaluator(variants[method], settings, lambda kl: _refusal_bound(study, kl))
         trial.set_user_attr("settings", settings.to_dict())
         trial.set_user_attr("complete", complete)
         trial.set_user_attr("seconds", round(time.monotonic() - started, 2))
-        trial.set_user_attr("process", PROCESS)
         bar.set_postfix(refusals=f"{refusals:.0f}", kl=f"{kl:.3f}")
         return refusals, kl
 
