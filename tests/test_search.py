@@ -88,6 +88,26 @@ def test_study_runs_resumes_and_starts_from_the_default(tmp_path):
     assert method in ("projected", "mean_diff") and settings.component_kernels["attn"]["kernel"] == "linear"
 
 
+def test_the_first_trial_is_the_default_runs_choice(tmp_path):
+    """Whatever the default run chose (here: layers above the bottom fifth, at 0.9, row-normalized),
+    the search's first trial makes exactly that edit."""
+    artifact = random_artifact()
+    chosen = AblationSettings(direction_layer=2.0, row_normalized=True, skip_first=1, attn_strength=0.9,
+                              mlp_strength=0.9)
+    artifact.metadata = artifact.metadata.replace(apply_settings=chosen)
+    model, tok = make_model("llama"), make_tokenizer()
+    study = run_search(model, tok, artifact, HARMFUL, HARMLESS, options(tmp_path, trials=1), progress=False)
+    _, first = trial_choice(study.trials[0])
+    by_search, by_default = make_model("llama"), make_model("llama")
+    abliterate_model(by_search, artifact, first)
+    abliterate_model(by_default, artifact, chosen)
+    for (name, a), b in zip(state(by_search).items(), state(by_default).values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    untouched = make_model("llama").state_dict()
+    assert torch.equal(state(by_default)["model.layers.0.mlp.down_proj.weight"],
+                       untouched["model.layers.0.mlp.down_proj.weight"])  # the bottom layer was left alone
+
+
 def fake_study(points):
     study = optuna.create_study(directions=["minimize", "minimize"])
     dist = {"method": optuna.distributions.CategoricalDistribution(["projected"]),

@@ -74,6 +74,6 @@ def test_compute_records_the_measured_choice(tokens):
     assert selection.chosen in labels
     assert selection.chosen.split(",")[0] == f"layer {applied.direction_layer:g}"
     assert applied.skip_first == (1 if selection.chosen.endswith("layers 1+") else 0)
-    assert applied.strength == (0.9 if selection.chosen.endswith("strength 0.9") else 1.0)
+    assert applied.attn_strength == applied.mlp_strength == (0.9 if selection.chosen.endswith("strength 0.9") else 1)
     assert artifact.metadata.selected_layer == applied.direction_layer
     assert selection.held_out_harmful == artifact.metadata.prompts.held_out_harmful.count

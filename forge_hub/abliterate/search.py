@@ -124,16 +124,17 @@ MAGNITUDES = ("rows", "columns", "none")  # row-normalized, exact norm preservat
 def suggest_settings(trial: optuna.Trial, num_layers: int, methods: Sequence[str]) -> tuple[str, AblationSettings]:
     """The search space, which holds Heretic 1.4's as a special case (global or per-layer direction,
     row-normalized edits of the attention and MLP writers, per-component linear kernels), plus
-    what forge-hub adds: the direction method, exact norm preservation or none, biprojection, and
-    component weights down to zero. A kernel has its ``peak`` at ``center`` and falls linearly to
-    ``peak * floor`` at distance ``width``, zero beyond (width ``num_layers`` and floor 1 is
-    constant over every layer)."""
+    what forge-hub adds: the direction method, exact norm preservation or none, biprojection,
+    leaving the bottom fifth of the layers unedited, and component weights down to zero. A kernel
+    has its ``peak`` at ``center`` and falls linearly to ``peak * floor`` at distance ``width``,
+    zero beyond (width ``num_layers`` and floor 1 is constant over every layer)."""
     last = num_layers - 1
     method = trial.suggest_categorical("method", list(methods))
     per_layer = trial.suggest_categorical("direction_scope", ["global", "per_layer"]) == "per_layer"
     layer = None if per_layer else trial.suggest_float("direction_layer", 0.4 * last, 0.9 * last)
     magnitudes = trial.suggest_categorical("magnitudes", list(MAGNITUDES))
     biprojected = trial.suggest_categorical("biprojected", [False, True])
+    skip_first = trial.suggest_categorical("skip_first", [0, round(0.2 * num_layers)])  # as the default run tries
     strengths, kernels = {}, {}
     for component in (ATTN, MLP):
         strengths[component] = trial.suggest_float(f"{component}_peak", 0.0, 1.5)
@@ -146,7 +147,7 @@ def suggest_settings(trial: optuna.Trial, num_layers: int, methods: Sequence[str
     settings = AblationSettings(direction_layer=layer, per_layer=per_layer, attn_strength=strengths[ATTN],
                                 mlp_strength=strengths[MLP], component_kernels=kernels,
                                 row_normalized=magnitudes == "rows", norm_preserving=magnitudes == "columns",
-                                biprojected=biprojected)
+                                biprojected=biprojected, skip_first=skip_first)
     return method, settings
 
 
@@ -159,7 +160,7 @@ def default_trial_params(artifact: RefusalDirections) -> dict[str, object]:
         "method": artifact.metadata.method,
         "direction_scope": "per_layer" if applied.per_layer else "global",
         "magnitudes": "rows" if applied.row_normalized else "columns" if applied.norm_preserving else "none",
-        "biprojected": applied.biprojected}
+        "biprojected": applied.biprojected, "skip_first": applied.skip_first}
     if not applied.per_layer:
         params["direction_layer"] = applied.direction_layer if applied.direction_layer is not None \
             else artifact.selected_layer

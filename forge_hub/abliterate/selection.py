@@ -105,13 +105,16 @@ class Variation:
     """One way of applying a shortlisted layer's direction, in terms of the model's depth."""
 
     skip_first: float = 0.0  # fraction of the layers, from the bottom, left unedited
-    strength: float = 1.0
+    strength: float = 1.0  # of the attention and MLP writers
 
     def settings(self, base: AblationSettings, layer: int, num_layers: int) -> tuple[str, AblationSettings]:
         skip = round(self.skip_first * num_layers)
         label = f"layer {layer}" + (f", layers {skip}+" if skip else "") + \
             (f", strength {self.strength:g}" if self.strength != 1.0 else "")
-        return label, base.replace(direction_layer=float(layer), skip_first=skip, strength=self.strength)
+        # on the layers' writers (the search's per-component peaks), so the search can start from it
+        return label, base.replace(direction_layer=float(layer), skip_first=skip,
+                                   attn_strength=base.attn_strength * self.strength,
+                                   mlp_strength=base.mlp_strength * self.strength)
 
 
 @dataclass
