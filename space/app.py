@@ -127,11 +127,13 @@ def compute_step(model_id: str, revision: str, dataset: str, sources: list[str],
                f"{prompts.held_out_harmless.count} held out to score layers. "
                f"**Chosen layer: {artifact.selected_layer:g}** ({meta.selection.how}).")
     if meta.search is not None:
-        found = meta.search
+        found, applied = meta.search, meta.apply_settings
+        direction = ("each layer's own direction" if applied.per_layer or applied.direction_layer is None
+                     else f"direction of layer {applied.direction_layer:.2f}")
         summary += (f"\n\n**Search**: {found.trials} trials scored on the held-out prompts; picked trial "
                     f"{found.trial}: {found.refusals:.0f}/{found.eval_prompts['harmful'].count} refused, "
-                    f"first-token KL {found.kl:.3f} ({found.pick}): method {meta.method}, direction of layer "
-                    f"{meta.apply_settings.direction_layer:.2f}. Apply uses these settings.")
+                    f"first-token KL {found.kl:.3f} ({found.pick}): method {meta.method}, {direction}. "
+                    "Apply uses these settings.")
     if any(r["chosen"] and r["separation"] == 0 for r in rows):
         gr.Warning(f"Layer {artifact.selected_layer:g} does not separate harmful from harmless prompts at all, so "
                    "its direction is zero and applying it changes nothing. Leave the layer empty to measure one.")
