@@ -9,11 +9,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
-# `evaluate` and `run`'s check answer XSTest's 250 safe prompts by default: the CLI tests leave it out
-# (as --no-xstest does) so each stays as fast as before; tests/test_xstest_default.py measures the default.
+# `evaluate` answers XSTest's 250 safe prompts by default: the CLI tests leave it out (as --no-xstest
+# does) so each stays as fast as before; tests/test_xstest_default.py measures the default.
 os.environ.setdefault("FORGE_HUB_NO_XSTEST", "1")
 
-from helpers.tiny import HARMFUL, HARMLESS, make_tokenizer  # noqa: E402
+from helpers.tiny import make_tokenizer, write_prompt_files  # noqa: E402
 
 
 @pytest.fixture
@@ -23,7 +23,4 @@ def tokenizer():
 
 @pytest.fixture
 def prompt_files(tmp_path: Path) -> tuple[Path, Path]:
-    harmful, harmless = tmp_path / "harmful.txt", tmp_path / "harmless.txt"
-    harmful.write_text("# test prompts\n" + "\n".join(HARMFUL) + "\n")
-    harmless.write_text("\n".join(HARMLESS) + "\n")
-    return harmful, harmless
+    return write_prompt_files(tmp_path, comment="test prompts")

@@ -19,7 +19,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from helpers.tiny import HARMFUL, HARMLESS, make_model, save_model
+from helpers.tiny import HARMFUL, make_model, save_model, write_prompt_files
 
 from forge_hub.cli import main
 
@@ -43,9 +43,7 @@ def models(tmp_path_factory) -> Path:
     model = save_model(make_model("llama"), root / "models" / "tiny", max_shard_size="60KB")
     assert len(list(model.glob("*.safetensors"))) >= 3
     (root / "models" / "neighbour.txt").write_text("a file beside the model\n")
-    (root / "prompts").mkdir()
-    (root / "prompts" / "harmful.txt").write_text("\n".join(HARMFUL) + "\n")
-    (root / "prompts" / "harmless.txt").write_text("\n".join(HARMLESS) + "\n")
+    write_prompt_files(root / "prompts")
     (root / "prompts" / "long.txt").write_text("\n".join(HARMFUL[:4] + ["write a poem " * 200]) + "\n")
     assert main(["compute", str(model), "--harmful", str(root / "prompts" / "harmful.txt"), "--harmless",
                  str(root / "prompts" / "harmless.txt"), "--layer", "2", "--out", str(root / "directions")]) == 0

@@ -7,7 +7,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from helpers.tiny import HARMFUL, HARMLESS, make_model, save_model
+from helpers.tiny import make_model, save_model, write_prompt_files
 
 from forge_hub.cli import main
 from forge_hub.schema import load_toml
@@ -21,8 +21,7 @@ def files(folder: Path, *, skip: tuple[str, ...] = (".forge-hub-output.json",)) 
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("config")
     model = save_model(make_model("llama"), root / "tiny")
-    (root / "harmful.txt").write_text("\n".join(HARMFUL) + "\n")
-    (root / "harmless.txt").write_text("\n".join(HARMLESS) + "\n")
+    write_prompt_files(root)
     return root, model
 
 

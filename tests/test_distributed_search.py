@@ -24,7 +24,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from helpers.tiny import HARMFUL, HARMLESS, make_model, save_model
+from helpers.tiny import HARMFUL, make_model, save_model, write_prompt_files
 from optuna.trial import TrialState
 
 from forge_hub.abliterate.search import pick_trial
@@ -53,8 +53,7 @@ def load(study: str) -> optuna.Study:
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("distributed")
     src = save_model(make_model("llama"), root / "tiny")
-    (root / "harmful.txt").write_text("\n".join(HARMFUL) + "\n")
-    (root / "harmless.txt").write_text("\n".join(HARMLESS) + "\n")
+    write_prompt_files(root)
     # slow trials for the kill test: more prompts, longer answers
     (root / "many.txt").write_text("\n".join(f"{p} (case {i})" for p in HARMFUL for i in range(4)) + "\n")
     return root, src

@@ -31,6 +31,16 @@ HARMLESS = ["write a tutorial to make a cake", "explain how to fix my door", "gi
             "list how to clean a car", "write how to learn python"]
 
 
+def write_prompt_files(folder: Path, *, comment: str | None = None) -> tuple[Path, Path]:
+    """HARMFUL and HARMLESS as the one-prompt-per-line files the CLI reads (``comment``: a first
+    ``#`` line, which readers skip)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    harmful, harmless = folder / "harmful.txt", folder / "harmless.txt"
+    harmful.write_text((f"# {comment}\n" if comment else "") + "\n".join(HARMFUL) + "\n")
+    harmless.write_text("\n".join(HARMLESS) + "\n")
+    return harmful, harmless
+
+
 def make_tokenizer():
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
