@@ -155,7 +155,7 @@ def default_trial_params(artifact: RefusalDirections) -> dict[str, object]:
     """The settings the default run applies (``apply_settings`` of the artifact), as search
     parameters, so the search starts from the default and can only improve on it."""
     n = artifact.num_layers
-    applied = artifact.metadata.apply_settings or AblationSettings(direction_layer=artifact.selected_layer)
+    applied = artifact.metadata.apply_settings
     params: dict[str, object] = {
         "method": artifact.metadata.method,
         "direction_scope": "per_layer" if applied.per_layer else "global",
