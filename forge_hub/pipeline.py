@@ -73,11 +73,12 @@ from forge_hub.schema import (
 log = logging.getLogger("forge_hub")
 
 
-# Ways of applying each shortlisted layer's direction that the default run measures: every layer
-# at full strength, all but the bottom fifth, or every layer at 0.9. On both refusing models one
-# of the latter two keeps the refusals within a few of the first at clearly lower damage
-# (README, "How the default run chooses").
-DEFAULT_VARIATIONS = (Variation(), Variation(skip_first=0.2), Variation(strength=0.9))
+# Ways of applying each shortlisted layer's direction that the default run measures: the layers up
+# to a fifth of the depth above the direction's (the top ones write along it on ordinary prompts
+# too, so editing them only adds damage), the same without the bottom fifth, and every layer (the
+# classic edit, which removes the most refusals at the most damage). README, "How the default run
+# chooses", has what each buys on both refusing models.
+DEFAULT_VARIATIONS = (Variation(reach=0.2), Variation(skip_first=0.2, reach=0.2), Variation())
 
 
 @dataclass
@@ -107,7 +108,7 @@ class ComputeOptions:
     # max_kl). choice_tokens 0 keeps the scan's own pick (faster, less reliable).
     choice_tokens: int = 24
     shortlist: int = 3
-    refusal_target: float = 0.03
+    refusal_target: float = 0.05
     variations: tuple[Variation, ...] = DEFAULT_VARIATIONS
 
 

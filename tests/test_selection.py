@@ -65,15 +65,19 @@ def test_compute_records_the_measured_choice(tokens):
     if tokens == 0:  # the first-token scan's own pick
         assert selection.measured == [] and selection.chosen is None
         return
-    # two shortlisted layers, each edited everywhere, above the bottom fifth (layer 1 of 4 up) and at 0.9
+    # two shortlisted layers, each edited up to a fifth of the depth above it (one layer of 4), the
+    # same above the bottom fifth (layer 1 up), and everywhere
     labels = [row["label"] for row in selection.measured]
     assert selection.answer_tokens == 4 and len(labels) == 6
     layers = [label.split(",")[0] for label in labels]
     assert layers[0] == layers[1] == layers[2] != layers[3] == layers[4] == layers[5]
-    assert [label.split(",")[1:] for label in labels[:3]] == [[], [" layers 1+"], [" strength 0.9"]]
+    first = int(layers[0].split()[1])
+    assert [label.split(",")[1:] for label in labels[:3]] == [[f" layers 0-{first}"], [f" layers 1-{first}"], []]
     assert selection.chosen in labels
-    assert selection.chosen.split(",")[0] == f"layer {applied.direction_layer:g}"
-    assert applied.skip_first == (1 if selection.chosen.endswith("layers 1+") else 0)
-    assert applied.attn_strength == applied.mlp_strength == (0.9 if selection.chosen.endswith("strength 0.9") else 1)
+    chosen_layer = int(selection.chosen.split(",")[0].split()[1])
+    assert chosen_layer == applied.direction_layer
+    assert applied.skip_first == (1 if ", layers 1-" in selection.chosen else 0)
+    assert applied.layer_end == (None if selection.chosen == f"layer {chosen_layer}" else chosen_layer + 1)
+    assert applied.attn_strength == applied.mlp_strength == 1
     assert artifact.metadata.selected_layer == applied.direction_layer
     assert selection.held_out_harmful == artifact.metadata.prompts.held_out_harmful.count

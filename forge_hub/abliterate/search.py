@@ -125,7 +125,7 @@ def suggest_settings(trial: optuna.Trial, num_layers: int, methods: Sequence[str
     """The search space, which holds Heretic 1.4's as a special case (global or per-layer direction,
     row-normalized edits of the attention and MLP writers, per-component linear kernels), plus
     what forge-hub adds: the direction method, exact norm preservation or none, biprojection,
-    leaving the bottom fifth of the layers unedited, and component weights down to zero. A kernel
+    leaving the bottom fifth or the top layers unedited, and component weights down to zero. A kernel
     has its ``peak`` at ``center`` and falls linearly to ``peak * floor`` at distance ``width``,
     zero beyond (width ``num_layers`` and floor 1 is constant over every layer)."""
     last = num_layers - 1
@@ -135,6 +135,8 @@ def suggest_settings(trial: optuna.Trial, num_layers: int, methods: Sequence[str
     magnitudes = trial.suggest_categorical("magnitudes", list(MAGNITUDES))
     biprojected = trial.suggest_categorical("biprojected", [False, True])
     skip_first = trial.suggest_categorical("skip_first", [0, round(0.2 * num_layers)])  # as the default run tries
+    # the top layers can be left unedited too (as the default run tries): exclusive end of the edited layers
+    layer_end = trial.suggest_int("layer_end", num_layers // 3, num_layers)
     strengths, kernels = {}, {}
     for component in (ATTN, MLP):
         strengths[component] = trial.suggest_float(f"{component}_peak", 0.0, 1.5)
@@ -147,7 +149,8 @@ def suggest_settings(trial: optuna.Trial, num_layers: int, methods: Sequence[str
     settings = AblationSettings(direction_layer=layer, per_layer=per_layer, attn_strength=strengths[ATTN],
                                 mlp_strength=strengths[MLP], component_kernels=kernels,
                                 row_normalized=magnitudes == "rows", norm_preserving=magnitudes == "columns",
-                                biprojected=biprojected, skip_first=skip_first)
+                                biprojected=biprojected, skip_first=skip_first,
+                                layer_end=None if layer_end == num_layers else layer_end)
     return method, settings
 
 
@@ -160,7 +163,8 @@ def default_trial_params(artifact: RefusalDirections) -> dict[str, object]:
         "method": artifact.metadata.method,
         "direction_scope": "per_layer" if applied.per_layer else "global",
         "magnitudes": "rows" if applied.row_normalized else "columns" if applied.norm_preserving else "none",
-        "biprojected": applied.biprojected, "skip_first": applied.skip_first}
+        "biprojected": applied.biprojected, "skip_first": applied.skip_first,
+        "layer_end": n if applied.layer_end is None else applied.layer_end}
     if not applied.per_layer:
         params["direction_layer"] = applied.direction_layer if applied.direction_layer is not None \
             else artifact.selected_layer

@@ -105,14 +105,22 @@ class Variation:
     """One way of applying a shortlisted layer's direction, in terms of the model's depth."""
 
     skip_first: float = 0.0  # fraction of the layers, from the bottom, left unedited
+    # edit only up to the direction's layer plus this fraction of the depth (None: to the top). The
+    # top layers write along the refusal direction on ordinary prompts as much as on harmful ones,
+    # so editing them costs KL and removes no refusal (README, "How the default run chooses").
+    reach: float | None = None
     strength: float = 1.0  # of the attention and MLP writers
 
     def settings(self, base: AblationSettings, layer: int, num_layers: int) -> tuple[str, AblationSettings]:
         skip = round(self.skip_first * num_layers)
-        label = f"layer {layer}" + (f", layers {skip}+" if skip else "") + \
-            (f", strength {self.strength:g}" if self.strength != 1.0 else "")
+        end = None if self.reach is None else min(num_layers, layer + round(self.reach * num_layers))
+        if end is not None:
+            edited = f", layers {skip}-{end - 1}"
+        else:
+            edited = f", layers {skip}+" if skip else ""
+        label = f"layer {layer}{edited}" + (f", strength {self.strength:g}" if self.strength != 1.0 else "")
         # on the layers' writers (the search's per-component peaks), so the search can start from it
-        return label, base.replace(direction_layer=float(layer), skip_first=skip,
+        return label, base.replace(direction_layer=float(layer), skip_first=skip, layer_end=end,
                                    attn_strength=base.attn_strength * self.strength,
                                    mlp_strength=base.mlp_strength * self.strength)
 
