@@ -33,11 +33,19 @@ README_ROWS = {
         {"direction_layer": 17, "skip_first": 6},
         {"direction_layer": 17, "strength": 0.9},
         {"direction_layer": 17, "skip_first": 6, "strength": 0.9},
+        {"direction_layer": 17, "layer_end": 20}, {"direction_layer": 17, "layer_end": 22},
+        {"direction_layer": 17, "layer_end": 23}, {"direction_layer": 17, "layer_end": 26},
+        {"direction_layer": 17, "skip_first": 6, "layer_end": 23},
+        {"direction_layer": 17, "layer_end": 23, "mlp_strength": 0.85},
+        {"direction_layer": 17, "layer_end": 23, "attn_strength": 0.85},
+        {"direction_layer": 17, "per_layer": True},
+        {"direction_layer": 17, "embeddings": "untie"},
         {"direction_layer": 18, "component_kernels": {c: {"kernel": "linear", "center": 23, "width": 12, "floor": 0}
                                                       for c in ("attn", "mlp")}},
     ],
     "second": [{"direction_layer": 18}, {"direction_layer": 18, "skip_first": 6},
-               {"direction_layer": 16, "skip_first": 6}],
+               {"direction_layer": 16, "skip_first": 6}, {"direction_layer": 17, "layer_end": 23},
+               {"direction_layer": 17, "skip_first": 6, "layer_end": 23}],
 }
 
 

@@ -89,11 +89,11 @@ def test_study_runs_resumes_and_starts_from_the_default(tmp_path):
 
 
 def test_the_first_trial_is_the_default_runs_choice(tmp_path):
-    """Whatever the default run chose (here: layers above the bottom fifth, at 0.9, row-normalized),
-    the search's first trial makes exactly that edit."""
+    """Whatever the default run chose (here: layers 1-2 of 4, leaving the bottom and the top one alone,
+    at 0.9, row-normalized), the search's first trial makes exactly that edit."""
     artifact = random_artifact()
-    chosen = AblationSettings(direction_layer=2.0, row_normalized=True, skip_first=1, attn_strength=0.9,
-                              mlp_strength=0.9)
+    chosen = AblationSettings(direction_layer=2.0, row_normalized=True, skip_first=1, layer_end=3,
+                              attn_strength=0.9, mlp_strength=0.9)
     artifact.metadata = artifact.metadata.replace(apply_settings=chosen)
     model, tok = make_model("llama"), make_tokenizer()
     study = run_search(model, tok, artifact, HARMFUL, HARMLESS, options(tmp_path, trials=1), progress=False)
@@ -106,6 +106,10 @@ def test_the_first_trial_is_the_default_runs_choice(tmp_path):
     untouched = make_model("llama").state_dict()
     assert torch.equal(state(by_default)["model.layers.0.mlp.down_proj.weight"],
                        untouched["model.layers.0.mlp.down_proj.weight"])  # the bottom layer was left alone
+    assert torch.equal(state(by_default)["model.layers.3.self_attn.o_proj.weight"],
+                       untouched["model.layers.3.self_attn.o_proj.weight"])  # and the top one
+    assert not torch.equal(state(by_default)["model.layers.2.self_attn.o_proj.weight"],
+                           untouched["model.layers.2.self_attn.o_proj.weight"])
 
 
 def fake_study(points):
