@@ -55,8 +55,8 @@ from forge_hub.model.loading import ModelSource, download_checkpoint, load_model
 from forge_hub.outputs.checkpoint import ApplyReport, apply_to_checkpoint, document_output
 from forge_hub.outputs.staging import check_output, staged_output
 from forge_hub.prompts.choice import PromptLists
-from forge_hub.prompts.sources import prompts_hash, split_held_out
-from forge_hub.prompts.xstest import XSTestPrompts
+from forge_hub.prompts.sources import load_prompts, prompts_hash, split_held_out
+from forge_hub.prompts.xstest import BUILTIN_XSTEST_UNSAFE, XSTestPrompts
 from forge_hub.provenance import source_commit
 from forge_hub.schema import (
     ARTIFACT_FILES,
@@ -109,6 +109,12 @@ class ComputeOptions:
     choice_tokens: int = 24
     shortlist: int = 3
     refusal_target: float = 0.05
+    # The harmful prompts the final choice counts refusals on: XSTest's unsafe prompts, a source the
+    # direction prompts never come from, so a setting wins by removing refusals in general, not only
+    # those of prompts like the ones its direction was measured on (a model safety-tuned on AdvBench
+    # refuses held-out AdvBench prompts far more stubbornly than others). None: the held-out part of
+    # the harmful prompts.
+    choice_harmful: str | None = BUILTIN_XSTEST_UNSAFE
     variations: tuple[Variation, ...] = DEFAULT_VARIATIONS
 
 
@@ -166,11 +172,12 @@ def compute(model: torch.nn.Module, tokenizer: object, source: ModelSource, prom
         layer = float(scores.chosen)
         settings = options.settings.replace(direction_layer=layer)
         if options.choice_tokens > 0:
+            choice_harmful = harm_held if options.choice_harmful is None else load_prompts(options.choice_harmful)
             chosen, measured = measure_settings(
-                model, tokenizer, artifact, _shortlist(scores, options, arch.num_layers), harm_held, safe_held,
+                model, tokenizer, artifact, _shortlist(scores, options, arch.num_layers), choice_harmful, safe_held,
                 max_new_tokens=options.choice_tokens, refusal_target=options.refusal_target, max_kl=options.max_kl,
                 batch_size=options.batch_size, system_prompt=options.system_prompt, progress=progress)
-            _store_choice(artifact, chosen, measured, options, len(harm_held))
+            _store_choice(artifact, chosen, measured, options, choice_harmful)
             settings = chosen.settings
             layer = float(settings.direction_layer)
     else:
@@ -192,11 +199,12 @@ def _shortlist(scores: LayerScores, options: ComputeOptions, num_layers: int) ->
 
 
 def _store_choice(artifact: RefusalDirections, chosen: MeasuredSetting, measured: list[MeasuredSetting],
-                  options: ComputeOptions, held_out: int) -> None:
+                  options: ComputeOptions, harmful: Sequence[str]) -> None:
     artifact.metadata.selection = artifact.metadata.selection.replace(
-        measured=[c.record() for c in measured], chosen=chosen.label, held_out_harmful=held_out,
+        measured=[c.record() for c in measured], chosen=chosen.label, held_out_harmful=len(harmful),
+        choice_harmful=_prompt_set(harmful, options.choice_harmful or "held out"),
         answer_tokens=options.choice_tokens, refusal_target=options.refusal_target,
-        refusal_rate_left=round(chosen.refusals / max(held_out, 1), 4))
+        refusal_rate_left=round(chosen.refusals / max(len(harmful), 1), 4))
 
 
 

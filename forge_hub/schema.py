@@ -202,14 +202,18 @@ class LayerSelection(JsonRecord):
     # shortlisted setting's label, refusals, KL and whether its count finished; which was chosen
     measured: list[dict[str, Any]] = field(default_factory=list)
     chosen: str | None = None
-    held_out_harmful: int | None = None
+    held_out_harmful: int | None = None  # how many harmful prompts the final choice counted refusals on
+    choice_harmful: PromptSet | None = None  # which ones (XSTest's unsafe prompts by default)
     answer_tokens: int | None = None
     refusal_target: float | None = None
     refusal_rate_left: float | None = None  # what the chosen setting still refuses, held out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> LayerSelection:
-        return cls(**_from_mapping(cls, data or {}, what="layer selection"))
+        values = _from_mapping(cls, data or {}, what="layer selection")
+        if values.get("choice_harmful") is not None:
+            values["choice_harmful"] = PromptSet.from_dict(values["choice_harmful"])
+        return cls(**values)
 
     def replace(self, **changes: Any) -> LayerSelection:
         return dataclasses.replace(self, **changes)

@@ -13,6 +13,7 @@ from forge_hub.evaluation.refusals import is_refusal
 from forge_hub.model.loading import ModelSource
 from forge_hub.pipeline import ComputeOptions, compute
 from forge_hub.prompts.choice import PromptLists
+from forge_hub.prompts.sources import load_prompts, prompts_hash
 from forge_hub.schema import AblationSettings
 
 
@@ -80,4 +81,19 @@ def test_compute_records_the_measured_choice(tokens):
     assert applied.layer_end == (None if selection.chosen == f"layer {chosen_layer}" else chosen_layer + 1)
     assert applied.attn_strength == applied.mlp_strength == 1
     assert artifact.metadata.selected_layer == applied.direction_layer
-    assert selection.held_out_harmful == artifact.metadata.prompts.held_out_harmful.count
+    # counted on XSTest's 200 unsafe prompts (shipped), a source the direction prompts never come from
+    assert selection.held_out_harmful == 200 == selection.choice_harmful.count
+    assert selection.choice_harmful.source == "builtin:xstest-unsafe"
+    assert selection.choice_harmful.hash == prompts_hash(load_prompts("builtin:xstest-unsafe"))
+
+
+def test_the_choice_can_count_on_the_held_out_prompts_instead():
+    model, tok = make_model("llama"), make_tokenizer()
+    prompts = PromptLists(HARMFUL * 2, HARMLESS * 2, "test harmful", "test harmless")
+    artifact = compute(model, tok, ModelSource(id="tiny", kind="local"), prompts,
+                       options=ComputeOptions(batch_size=4, choice_tokens=2, shortlist=1, choice_harmful=None),
+                       progress=False)
+    selection = artifact.metadata.selection
+    assert selection.held_out_harmful == artifact.metadata.prompts.held_out_harmful.count == 4
+    assert selection.choice_harmful.source == "held out"
+    assert selection.choice_harmful.hash == artifact.metadata.prompts.held_out_harmful.hash

@@ -15,7 +15,8 @@ one that removes the last few at the price of the model's coherence.
 The first-token scan is cheap but only a proxy: a refusal can start at the second word. So the
 final choice (:func:`measure_settings`) bakes a short list of settings (the scan's best layers,
 each with a few ways of applying it) into the weights in turn and counts refusals among real
-greedy answers to the held-out harmful prompts, keeping the fewest refusals within a KL budget.
+greedy answers to harmful prompts (by default from a source the direction prompts do not come
+from), keeping the least damaging setting that leaves few enough refused.
 """
 
 from __future__ import annotations

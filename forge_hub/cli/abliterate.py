@@ -373,13 +373,17 @@ def _print_compute_summary(artifact, max_kl: float) -> None:
                   f"{artifact.scores['kl'][layer]:6.3f}  {artifact.scores['separation'][layer]:10.3f}{mark}")
     selection = meta.selection
     if selection.measured:
-        print(f"\nmeasured on {selection.held_out_harmful} held-out harmful prompts ({selection.answer_tokens}-token "
+        which = selection.choice_harmful.source if selection.choice_harmful else "held-out"
+        print(f"\nmeasured on {selection.held_out_harmful} harmful prompts ({which}; {selection.answer_tokens}-token "
               "greedy answers) and the held-out harmless ones (first-token KL):")
         print("setting                                   refusals      kl")
         for row in selection.measured:
             mark = "  <- chosen" if row["label"] == selection.chosen else ""
-            count = f"{row['refusals']:.0f}" if row["complete"] else f">{row['refusals']:.0f} (stopped)"
+            count = f"{row['refusals']:.0f}" if row["complete"] else "stopped"
             print(f"{row['label'][:40]:40s}  {count:>9s}  {row['kl']:6.3f}{mark}")
+        if not all(row["complete"] for row in selection.measured):
+            print("(stopped: its answers were counted only until it refused more than a setting measured before it "
+                  "with no more KL, so it could not win)")
     print(f"selected layer   {meta.selected_layer:g} ({selection.how})")
     if selection.refusal_rate_left is not None and selection.refusal_rate_left > selection.refusal_target:
         print(f"\nwarning: no measured setting brought the held-out refusals down to {selection.refusal_target:.0%}; "

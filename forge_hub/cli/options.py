@@ -238,14 +238,18 @@ def add_compute_options(p: argparse.ArgumentParser) -> None:
                    help="layer score = refusal probability + KL-WEIGHT * KL (default 1.0)")
     defaults = _compute_defaults()
     g.add_argument("--choice-tokens", type=int, default=defaults.choice_tokens,
-                   help="the final choice counts refusals among greedy answers of this many tokens to the held-out "
-                   f"harmful prompts, for each shortlisted setting (default {defaults.choice_tokens}; 0 keeps the "
+                   help="the final choice counts refusals among greedy answers of this many tokens to the choice's "
+                   f"harmful prompts (--choice-harmful), for each shortlisted setting (default {defaults.choice_tokens}; 0 keeps the "
                    "first-token scan's pick)")
     g.add_argument("--shortlist", type=int, default=defaults.shortlist,
                    help=f"layers of the first-token scan the final choice measures (default {defaults.shortlist})")
     g.add_argument("--refusal-target", type=float, default=defaults.refusal_target,
                    help="the final choice: the least damaging setting that leaves at most this fraction of the "
-                   f"held-out harmful prompts refused (default {defaults.refusal_target:g})")
+                   f"choice's harmful prompts refused (default {defaults.refusal_target:g})")
+    g.add_argument("--choice-harmful", default=defaults.choice_harmful, metavar="SOURCE",
+                   help="harmful prompts the final choice counts refusals on, from a source the direction prompts do "
+                   f"not come from (default {defaults.choice_harmful}: XSTest's 200 unsafe prompts, shipped; "
+                   "'held-out' for the part of --harmful held out from the directions)")
 
 
 def _compute_defaults():
@@ -264,6 +268,7 @@ def compute_options(args: argparse.Namespace):
         layer=args.layer, max_kl=args.max_kl, kl_weight=args.kl_weight, seed=args.seed,
         max_prompt_tokens=args.max_prompt_tokens, choice_tokens=args.choice_tokens, shortlist=args.shortlist,
         refusal_target=args.refusal_target, settings=settings_from(args, ComputeOptions().settings),
+        choice_harmful=None if args.choice_harmful == "held-out" else args.choice_harmful,
     )
 
 

@@ -3,6 +3,8 @@
 A prompt source is one string, so the CLI, the Space and scripts name sources the same way:
 
 - ``builtin:harmful`` / ``builtin:harmless``: the curated lists shipped in ``forge_hub/data``;
+  ``builtin:advbench`` / ``builtin:alpaca``: the default direction prompts; ``builtin:xstest-unsafe``:
+  XSTest's 200 unsafe prompts, on which the default run makes its final choice;
 - a file: ``.txt`` (one prompt per line, ``#`` comments), ``.json`` (a list of strings or of
   records), ``.jsonl``, ``.csv`` or ``.parquet`` (records; pick the column with ``column=``);
 - a folder of such files (read in name order);
@@ -20,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 
 from forge_hub.errors import PromptError
+from forge_hub.prompts.xstest import BUILTIN_XSTEST_UNSAFE, xstest_unsafe_prompts
 
 BUILTIN_PREFIX = "builtin:"
 # The lists shipped in datasets_builders/data (licences and attribution in its SOURCES.md).
@@ -102,6 +105,8 @@ def builtin_prompts(kind: str) -> list[str]:
 
 
 def _read_source(source: str, column: str | None) -> list[object]:
+    if source == BUILTIN_XSTEST_UNSAFE:
+        return list(xstest_unsafe_prompts())
     if source.startswith(BUILTIN_PREFIX):
         return list(builtin_prompts(source[len(BUILTIN_PREFIX):]))
     path = Path(source).expanduser()

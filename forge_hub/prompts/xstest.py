@@ -35,6 +35,7 @@ XSTEST_HOME = "https://github.com/paul-rottger/xstest"
 REQUIRED_COLUMNS = ("prompt", "type", "label")
 SAFE_LABEL = "safe"
 BUILTIN_XSTEST = "builtin:xstest"  # the copy shipped in datasets_builders/data (CC-BY-4.0, see xstest-LICENSE.md)
+BUILTIN_XSTEST_UNSAFE = "builtin:xstest-unsafe"  # its 200 unsafe contrast prompts: plainly harmful requests
 BUILTIN_FILE = "xstest_prompts.csv"
 WHERE_TO_GET = (f"give {{xstest}} {BUILTIN_XSTEST} (the copy forge-hub ships, what evaluate measures when "
                 f"{{xstest}} is left out), another xstest_prompts.csv ({XSTEST_HOME}, CC-BY-4.0), or a prompt "
@@ -76,6 +77,14 @@ def load_xstest(source: str | Path = BUILTIN_XSTEST, *, limit: int | None = None
     if limit is not None and limit < len(safe):
         safe = random.Random(seed).sample(safe, limit)
     return XSTestPrompts([p for p, _ in safe], [t for _, t in safe], shown, len(rows) - len(safe))
+
+
+def xstest_unsafe_prompts() -> list[str]:
+    """The 200 unsafe contrast prompts of the shipped XSTest copy (``builtin:xstest-unsafe``): short,
+    plainly harmful requests from a source the direction prompts never come from, which is why the
+    default run makes its final choice on them."""
+    return [" ".join(str(r["prompt"]).split()) for r in _read_builtin()
+            if str(r.get("label") or "").strip().lower() == "unsafe" and str(r.get("prompt") or "").strip()]
 
 
 def _read_builtin() -> list[dict]:

@@ -338,6 +338,9 @@ def check_fits(info: ModelInfo, *, copies: int = 2, budget: int | None = None, o
             "loading the model twice)")
 
 
+CHOICE_HARMFUL_PROMPTS = 200  # XSTest's unsafe prompts, what the default run's final choice answers
+
+
 def compute_seconds(info: ModelInfo, prompts_per_side: int, *, num_layers: int | None = None,
                     held_out_fraction: float = 0.25, batch_size: int = 16, search_trials: int = 0,
                     search_tokens: int = 24) -> int:
@@ -354,12 +357,13 @@ def compute_seconds(info: ModelInfo, prompts_per_side: int, *, num_layers: int |
     seconds = _load_seconds(info) + _prefill_seconds(info, prompts, batch_size)
     from forge_hub.pipeline import ComputeOptions
 
-    # the final choice: each shortlisted setting answers the held-out harmful prompts and takes one
-    # KL pass over the held-out harmless ones, as a trial does
+    # the final choice: each shortlisted setting answers the choice's harmful prompts (XSTest's 200
+    # unsafe ones by default) and takes one KL pass over the held-out harmless ones, as a trial does
     defaults = ComputeOptions()
     settings_measured = defaults.shortlist * len(defaults.variations) if defaults.choice_tokens else 0
-    seconds += settings_measured * (math.ceil(held_out / batch_size) * defaults.choice_tokens * _step_seconds(info)
-                                    + _prefill_seconds(info, 2 * held_out, batch_size))
+    choice = CHOICE_HARMFUL_PROMPTS if defaults.choice_harmful else held_out
+    seconds += settings_measured * (math.ceil(choice / batch_size) * defaults.choice_tokens * _step_seconds(info)
+                                    + _prefill_seconds(info, choice + held_out, batch_size))
     if search_trials > 0:
         per_trial = (math.ceil(held_out / batch_size) * search_tokens * _step_seconds(info)
                      + _prefill_seconds(info, 2 * held_out, batch_size))
