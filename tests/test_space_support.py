@@ -204,13 +204,15 @@ def test_gpu_time_grows_with_the_work_and_stays_in_bounds(monkeypatch):
     tiny = ModelInfo(ModelSource("folder", "/m"), 20_000, 80_000)
     one_b = ModelInfo(ModelSource("hub", "o/1b"), 1_000_000_000, 2_000_000_000)
     eight_b = ModelInfo(ModelSource("hub", "o/8b"), 8_000_000_000, 16_000_000_000)
-    assert space_support.compute_seconds(tiny, 8, num_layers=4) == space_support.MIN_SECONDS
+    # even a tiny model's final choice answers XSTest's 200 unsafe prompts for each of 9 settings
+    assert space_support.MIN_SECONDS < space_support.compute_seconds(tiny, 8, num_layers=4) < 200
     assert space_support.compute_seconds(one_b, 128, num_layers=16) \
         < space_support.compute_seconds(eight_b, 128, num_layers=32)
     assert space_support.compute_seconds(eight_b, 64, num_layers=32) \
         < space_support.compute_seconds(eight_b, 256, num_layers=32)
-    # 8 B in bf16, 128 prompts per side, 32 layers: 16 s load + 1,600 prompt passes -> about two minutes
-    assert 90 <= space_support.compute_seconds(eight_b, 128, num_layers=32) <= 180
+    # 8 B in bf16, 128 prompts per side, 32 layers: 16 s load + 1,600 prompt passes, then 9 settings
+    # each answering 200 prompts in 24 greedy steps -> five to eight minutes, within a task's ten
+    assert 300 <= space_support.compute_seconds(eight_b, 128, num_layers=32) <= 500
     assert space_support.evaluate_seconds(eight_b, 64, 40) < space_support.evaluate_seconds(eight_b, 64, 128)
     assert 60 <= space_support.evaluate_seconds(eight_b, 64, 40) <= 150
     assert space_support.chat_seconds(tiny, 128) == space_support.MIN_SECONDS
@@ -227,13 +229,13 @@ def test_search_trials_add_gpu_time_until_they_no_longer_fit(monkeypatch):
     assert alone < with_10 < with_40 <= space_support.max_seconds()
     # each trial: 16 held-out answers of 24 tokens in one batch, plus a KL pass: about a second at 8 B
     assert 0.5 <= (with_40 - with_10) / 30 / space_support.SAFETY_FACTOR <= 3
-    monkeypatch.setenv(space_support.MAX_SECONDS_ENV, "120")
-    with pytest.raises(ValueError, match=r"(?s)40 search trials do not fit in the 120s .* at most (\d+) trials") as err:
+    monkeypatch.setenv(space_support.MAX_SECONDS_ENV, "400")  # the compute step alone takes about 350
+    with pytest.raises(ValueError, match=r"(?s)40 search trials do not fit in the 400s .* at most (\d+) trials") as err:
         space_support.compute_seconds(eight_b, 64, num_layers=32, search_trials=40)
     fit = int(re.search(r"at most (\d+) trials", str(err.value)).group(1))
     assert 0 < fit < 40
     # the number it names fits
-    assert space_support.compute_seconds(eight_b, 64, num_layers=32, search_trials=fit) <= 120
+    assert space_support.compute_seconds(eight_b, 64, num_layers=32, search_trials=fit) <= 400
 
 
 def test_on_space_matches_gradios_test(monkeypatch):
