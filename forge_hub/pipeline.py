@@ -103,7 +103,7 @@ class ComputeOptions:
     settings: AblationSettings = field(default_factory=lambda: AblationSettings(row_normalized=True))
     # The final choice: the first-token scan's `shortlist` best layers, each applied in every way of
     # `variations`, are baked into the weights in turn and their refusals counted among greedy
-    # answers of `choice_tokens` tokens to the held-out harmful prompts; the least damaging one
+    # answers of `choice_tokens` tokens to `choice_harmful` (below); the least damaging one
     # that leaves at most `refusal_target` of them refused wins (else the fewest refusals within
     # max_kl). choice_tokens 0 keeps the scan's own pick (faster, less reliable).
     choice_tokens: int = 24

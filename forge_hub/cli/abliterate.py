@@ -386,10 +386,11 @@ def _print_compute_summary(artifact, max_kl: float) -> None:
                   "with no more KL, so it could not win)")
     print(f"selected layer   {meta.selected_layer:g} ({selection.how})")
     if selection.refusal_rate_left is not None and selection.refusal_rate_left > selection.refusal_target:
-        print(f"\nwarning: no measured setting brought the held-out refusals down to {selection.refusal_target:.0%}; "
-              f"the chosen one still refuses {selection.refusal_rate_left:.0%} of them. Try --optimize (a search "
-              "over layers, per-layer weights and edit variants), more or other prompts (--harmful, --harmless, "
-              "--n-prompts), or a larger --shortlist", file=sys.stderr)
+        print(f"\nwarning: no measured setting brought the refusals of the choice's harmful prompts down to "
+              f"{selection.refusal_target:.0%}; the chosen one still refuses {selection.refusal_rate_left:.0%} of "
+              "them. Try --optimize (a search over layers, per-layer weights and edit variants), more or other prompts "
+              "(--harmful, --harmless, --n-prompts), a larger --shortlist, or a higher --refusal-target",
+              file=sys.stderr)
     scores = artifact.scores.get("kl")
     kls = [float(scores[layer]) for layer in meta.selection.candidates] if scores is not None else []
     if kls and min(kls) > max_kl:
