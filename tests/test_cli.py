@@ -40,7 +40,8 @@ def test_compute_then_apply(tmp_path, tiny_model, prompt_files, capsys):
     assert "<- chosen" in out and "selected layer" in out
 
     assert run_cli("apply", tiny_model, "--directions", tmp_path / "dirs", "--out", tmp_path / "out",
-                   "--strength", "1.0", "--skip-first", "0", "--attn-strength", "1", "--mlp-strength", "1") == 0
+                   "--strength", "1.0", "--skip-first", "0", "--layers", ":", "--attn-strength", "1",
+                   "--mlp-strength", "1") == 0
     edited = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
     original = AutoModelForCausalLM.from_pretrained(tiny_model)
     r = art.direction(art.metadata.selected_layer)
@@ -54,7 +55,8 @@ def test_compute_then_apply(tmp_path, tiny_model, prompt_files, capsys):
     assert "edited" in capsys.readouterr().out
     # the plain projection on request: no output along the direction left at all
     assert run_cli("apply", tiny_model, "--directions", tmp_path / "dirs", "--out", tmp_path / "plain",
-                   "--no-row-normalized", "--strength", "1.0", "--skip-first", "0", "--attn-strength", "1",
+                   "--no-row-normalized", "--strength", "1.0", "--skip-first", "0", "--layers", ":",
+                   "--attn-strength", "1",
                    "--mlp-strength", "1") == 0
     plain = AutoModelForCausalLM.from_pretrained(tmp_path / "plain")
     for layer in plain.model.layers:
