@@ -34,6 +34,7 @@ XSTEST_CONFIG = "xstest"  # the prompt dataset's config
 XSTEST_HOME = "https://github.com/paul-rottger/xstest"
 REQUIRED_COLUMNS = ("prompt", "type", "label")
 SAFE_LABEL = "safe"
+UNSAFE_LABEL = "unsafe"
 BUILTIN_XSTEST = "builtin:xstest"  # the copy shipped in datasets_builders/data (CC-BY-4.0, see xstest-LICENSE.md)
 BUILTIN_XSTEST_UNSAFE = "builtin:xstest-unsafe"  # its 200 unsafe contrast prompts: plainly harmful requests
 BUILTIN_FILE = "xstest_prompts.csv"
@@ -69,8 +70,7 @@ def load_xstest(source: str | Path = BUILTIN_XSTEST, *, limit: int | None = None
         rows, shown = _read_dataset(text), f"{path.name if path.is_dir() else text} {XSTEST_CONFIG}/test"
     else:
         raise PromptError(f"XSTest file {text} does not exist", WHERE_TO_GET, input="xstest")
-    safe = [(" ".join(str(r["prompt"]).split()), str(r["type"] or "unknown")) for r in rows
-            if str(r.get("label") or "").strip().lower() == SAFE_LABEL and str(r.get("prompt") or "").strip()]
+    safe = [(" ".join(str(r["prompt"]).split()), str(r["type"] or "unknown")) for r in _labelled(rows, SAFE_LABEL)]
     if not safe:
         raise PromptError(f"{text} holds no XSTest prompts labelled {SAFE_LABEL!r}",
                           "give XSTest's own file (its label column says safe or unsafe)", input="xstest")
@@ -83,8 +83,13 @@ def xstest_unsafe_prompts() -> list[str]:
     """The 200 unsafe contrast prompts of the shipped XSTest copy (``builtin:xstest-unsafe``): short,
     plainly harmful requests from a source the direction prompts never come from, which is why the
     default run makes its final choice on them."""
-    return [" ".join(str(r["prompt"]).split()) for r in _read_builtin()
-            if str(r.get("label") or "").strip().lower() == "unsafe" and str(r.get("prompt") or "").strip()]
+    return [" ".join(str(r["prompt"]).split()) for r in _labelled(_read_builtin(), UNSAFE_LABEL)]
+
+
+def _labelled(rows: list[dict], label: str) -> list[dict]:
+    """The rows with a prompt and this label, read as XSTest writes it (any case, stray spaces)."""
+    return [r for r in rows
+            if str(r.get("label") or "").strip().lower() == label and str(r.get("prompt") or "").strip()]
 
 
 def _read_builtin() -> list[dict]:
