@@ -144,6 +144,9 @@ def compute(model: torch.nn.Module, tokenizer: object, source: ModelSource, prom
     measure = options.layer is None
     fraction = options.held_out_fraction if measure else 0.0
     harm_dir, harm_held = split_held_out(prompts.harmful, fraction, options.seed)
+    # read before any work, so a bad --choice-harmful fails now, not after the layer scan
+    choice_harmful = harm_held if options.choice_harmful is None or not measure or options.choice_tokens <= 0 \
+        else load_prompts(options.choice_harmful)
     safe_dir, safe_held = split_held_out(prompts.harmless, fraction, options.seed)
     keep = options.method == "svd"
     kwargs = dict(batch_size=options.batch_size, system_prompt=options.system_prompt, positions=options.positions,
@@ -172,7 +175,6 @@ def compute(model: torch.nn.Module, tokenizer: object, source: ModelSource, prom
         layer = float(scores.chosen)
         settings = options.settings.replace(direction_layer=layer)
         if options.choice_tokens > 0:
-            choice_harmful = harm_held if options.choice_harmful is None else load_prompts(options.choice_harmful)
             chosen, measured = measure_settings(
                 model, tokenizer, artifact, _shortlist(scores, options, arch.num_layers), choice_harmful, safe_held,
                 max_new_tokens=options.choice_tokens, refusal_target=options.refusal_target, max_kl=options.max_kl,
