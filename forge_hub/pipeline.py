@@ -175,11 +175,15 @@ def compute(model: torch.nn.Module, tokenizer: object, source: ModelSource, prom
         layer = float(scores.chosen)
         settings = options.settings.replace(direction_layer=layer)
         if options.choice_tokens > 0:
+            # KL on every harmless prompt, the direction's too: 96 held-out ones ranked two close settings of
+            # the second refusing model opposite to 100 unseen prompts; 384 ranked them as those do
+            choice_harmless = list(prompts.harmless)
             chosen, measured = measure_settings(
-                model, tokenizer, artifact, _shortlist(scores, options, arch.num_layers), choice_harmful, safe_held,
+                model, tokenizer, artifact, _shortlist(scores, options, arch.num_layers), choice_harmful,
+                choice_harmless,
                 max_new_tokens=options.choice_tokens, refusal_target=options.refusal_target, max_kl=options.max_kl,
                 batch_size=options.batch_size, system_prompt=options.system_prompt, progress=progress)
-            _store_choice(artifact, chosen, measured, options, choice_harmful)
+            _store_choice(artifact, chosen, measured, options, choice_harmful, choice_harmless)
             settings = chosen.settings
             layer = float(settings.direction_layer)
     else:
@@ -201,10 +205,11 @@ def _shortlist(scores: LayerScores, options: ComputeOptions, num_layers: int) ->
 
 
 def _store_choice(artifact: RefusalDirections, chosen: MeasuredSetting, measured: list[MeasuredSetting],
-                  options: ComputeOptions, harmful: Sequence[str]) -> None:
+                  options: ComputeOptions, harmful: Sequence[str], harmless: Sequence[str]) -> None:
     artifact.metadata.selection = artifact.metadata.selection.replace(
         measured=[c.record() for c in measured], chosen=chosen.label, held_out_harmful=len(harmful),
         choice_harmful=_prompt_set(harmful, options.choice_harmful or "held out"),
+        choice_harmless=_prompt_set(harmless, "all harmless prompts"),
         answer_tokens=options.choice_tokens, refusal_target=options.refusal_target,
         refusal_rate_left=round(chosen.refusals / max(len(harmful), 1), 4))
 

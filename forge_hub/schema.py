@@ -204,6 +204,7 @@ class LayerSelection(JsonRecord):
     chosen: str | None = None
     held_out_harmful: int | None = None  # how many harmful prompts the final choice counted refusals on
     choice_harmful: PromptSet | None = None  # which ones (XSTest's unsafe prompts by default)
+    choice_harmless: PromptSet | None = None  # the harmless prompts its KL was measured on
     answer_tokens: int | None = None
     refusal_target: float | None = None
     refusal_rate_left: float | None = None  # what the chosen setting still refuses, held out
@@ -211,8 +212,9 @@ class LayerSelection(JsonRecord):
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> LayerSelection:
         values = _from_mapping(cls, data or {}, what="layer selection")
-        if values.get("choice_harmful") is not None:
-            values["choice_harmful"] = PromptSet.from_dict(values["choice_harmful"])
+        for name in ("choice_harmful", "choice_harmless"):
+            if values.get(name) is not None:
+                values[name] = PromptSet.from_dict(values[name])
         return cls(**values)
 
     def replace(self, **changes: Any) -> LayerSelection:

@@ -204,14 +204,14 @@ def test_gpu_time_grows_with_the_work_and_stays_in_bounds(monkeypatch):
     tiny = ModelInfo(ModelSource("folder", "/m"), 20_000, 80_000)
     one_b = ModelInfo(ModelSource("hub", "o/1b"), 1_000_000_000, 2_000_000_000)
     eight_b = ModelInfo(ModelSource("hub", "o/8b"), 8_000_000_000, 16_000_000_000)
-    # even a tiny model's final choice answers XSTest's 200 unsafe prompts for each of 9 settings
+    # even a tiny model's final choice answers XSTest's 175 unsafe prompts for each of 9 settings
     assert space_support.MIN_SECONDS < space_support.compute_seconds(tiny, 8, num_layers=4) < 200
     assert space_support.compute_seconds(one_b, 128, num_layers=16) \
         < space_support.compute_seconds(eight_b, 128, num_layers=32)
     assert space_support.compute_seconds(eight_b, 64, num_layers=32) \
         < space_support.compute_seconds(eight_b, 256, num_layers=32)
     # 8 B in bf16, 128 prompts per side, 32 layers: 16 s load + 1,600 prompt passes, then 9 settings
-    # each answering 200 prompts in 24 greedy steps -> five to eight minutes, within a task's ten
+    # each answering 175 prompts in 24 greedy steps -> five to eight minutes, within a task's ten
     assert 300 <= space_support.compute_seconds(eight_b, 128, num_layers=32) <= 500
     assert space_support.evaluate_seconds(eight_b, 64, 40) < space_support.evaluate_seconds(eight_b, 64, 128)
     assert 60 <= space_support.evaluate_seconds(eight_b, 64, 40) <= 150

@@ -374,8 +374,10 @@ def _print_compute_summary(artifact, max_kl: float) -> None:
     selection = meta.selection
     if selection.measured:
         which = selection.choice_harmful.source if selection.choice_harmful else "held-out"
+        harmless = f"{selection.choice_harmless.count} harmless prompts" if selection.choice_harmless \
+            else "the held-out harmless prompts"
         print(f"\nmeasured on {selection.held_out_harmful} harmful prompts ({which}; {selection.answer_tokens}-token "
-              "greedy answers) and the held-out harmless ones (first-token KL):")
+              f"greedy answers) and {harmless} (first-token KL):")
         print("setting                                   refusals      kl")
         for row in selection.measured:
             mark = "  <- chosen" if row["label"] == selection.chosen else ""

@@ -248,7 +248,8 @@ def add_compute_options(p: argparse.ArgumentParser) -> None:
                    f"choice's harmful prompts refused (default {defaults.refusal_target:g})")
     g.add_argument("--choice-harmful", default=defaults.choice_harmful, metavar="SOURCE",
                    help="harmful prompts the final choice counts refusals on, from a source the direction prompts do "
-                   f"not come from (default {defaults.choice_harmful}: XSTest's 200 unsafe prompts, shipped; "
+                   f"not come from (default {defaults.choice_harmful}: XSTest's unsafe prompts bar the privacy ones, "
+                   "175, shipped; "
                    "'held-out' for the part of --harmful held out from the directions)")
 
 

@@ -4,7 +4,7 @@ A prompt source is one string, so the CLI, the Space and scripts name sources th
 
 - ``builtin:harmful`` / ``builtin:harmless``: the curated lists shipped in ``forge_hub/data``;
   ``builtin:advbench`` / ``builtin:alpaca``: the default direction prompts; ``builtin:xstest-unsafe``:
-  XSTest's 200 unsafe prompts, on which the default run makes its final choice;
+  XSTest's unsafe prompts bar its privacy ones (175), on which the default run makes its final choice;
 - a file: ``.txt`` (one prompt per line, ``#`` comments), ``.json`` (a list of strings or of
   records), ``.jsonl``, ``.csv`` or ``.parquet`` (records; pick the column with ``column=``);
 - a folder of such files (read in name order);

@@ -338,7 +338,7 @@ def check_fits(info: ModelInfo, *, copies: int = 2, budget: int | None = None, o
             "loading the model twice)")
 
 
-CHOICE_HARMFUL_PROMPTS = 200  # XSTest's unsafe prompts, what the default run's final choice answers
+CHOICE_HARMFUL_PROMPTS = 175  # XSTest's unsafe prompts bar the privacy ones: the default final choice's
 
 
 def compute_seconds(info: ModelInfo, prompts_per_side: int, *, num_layers: int | None = None,
@@ -357,13 +357,13 @@ def compute_seconds(info: ModelInfo, prompts_per_side: int, *, num_layers: int |
     seconds = _load_seconds(info) + _prefill_seconds(info, prompts, batch_size)
     from forge_hub.pipeline import ComputeOptions
 
-    # the final choice: each shortlisted setting answers the choice's harmful prompts (XSTest's 200
-    # unsafe ones by default) and takes one KL pass over the held-out harmless ones, as a trial does
+    # the final choice: each shortlisted setting answers the choice's harmful prompts (XSTest's 175
+    # unsafe ones by default) and takes one KL pass over all the harmless ones
     defaults = ComputeOptions()
     settings_measured = defaults.shortlist * len(defaults.variations) if defaults.choice_tokens else 0
     choice = CHOICE_HARMFUL_PROMPTS if defaults.choice_harmful else held_out
     seconds += settings_measured * (math.ceil(choice / batch_size) * defaults.choice_tokens * _step_seconds(info)
-                                    + _prefill_seconds(info, choice + held_out, batch_size))
+                                    + _prefill_seconds(info, choice + prompts_per_side, batch_size))
     if search_trials > 0:
         per_trial = (math.ceil(held_out / batch_size) * search_tokens * _step_seconds(info)
                      + _prefill_seconds(info, 2 * held_out, batch_size))
