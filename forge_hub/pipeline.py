@@ -175,8 +175,8 @@ def compute(model: torch.nn.Module, tokenizer: object, source: ModelSource, prom
         layer = float(scores.chosen)
         settings = options.settings.replace(direction_layer=layer)
         if options.choice_tokens > 0:
-            # KL on every harmless prompt, the direction's too: 96 held-out ones ranked two close settings of
-            # the second refusing model opposite to 100 unseen prompts; 384 ranked them as those do
+            # KL on every harmless prompt, the direction's too: 128 held-out ones ranked two close settings of
+            # the second refusing model opposite to 100 unseen prompts; 512 ranked them as those do
             choice_harmless = list(prompts.harmless)
             chosen, measured = measure_settings(
                 model, tokenizer, artifact, _shortlist(scores, options, arch.num_layers), choice_harmful,
