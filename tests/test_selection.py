@@ -7,7 +7,7 @@ import torch
 from helpers.tiny import HARMFUL, HARMLESS, make_model, make_tokenizer, random_artifact
 
 from forge_hub.abliterate.live import abliterate_model
-from forge_hub.abliterate.selection import MeasuredSetting, choose_setting, measure_settings
+from forge_hub.abliterate.selection import MeasuredSetting, choose_setting, measure_settings, meets_target
 from forge_hub.evaluation.generation import first_token_logprobs, generate, kl_divergence
 from forge_hub.evaluation.refusals import is_refusal
 from forge_hub.model.loading import ModelSource
@@ -30,6 +30,14 @@ def test_the_least_damaging_setting_that_meets_the_refusal_target_wins():
     assert choose_setting(rows, 100, refusal_target=0.0, max_kl=0.2).label == "good"
     # nothing within the bound either: the fewest refusals overall
     assert choose_setting(rows, 100, refusal_target=0.0, max_kl=0.001).label == "strong"
+
+
+def test_a_count_within_sampling_noise_of_the_target_meets_it():
+    # 5% of 175 is 8.75, give or take 2.9: 11 refusals are compatible with it, 12 are not
+    assert meets_target(11, 175, 0.05) and not meets_target(12, 175, 0.05)
+    assert meets_target(0, 100, 0.0) and not meets_target(1, 100, 0.0)
+    rows = [measured("strong", 9, 0.183), measured("close", 10, 0.171), measured("weak", 12, 0.15)]
+    assert choose_setting(rows, 175, refusal_target=0.05, max_kl=1.0).label == "close"
 
 
 def test_measured_settings_are_what_a_fresh_edit_gives(tmp_path):

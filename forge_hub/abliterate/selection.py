@@ -148,8 +148,9 @@ def measure_settings(model: torch.nn.Module, tokenizer: object, artifact: Refusa
     """Bake each candidate into the weights (undone afterwards), measure first-token KL on
     ``harmless`` and count refusals among greedy answers to ``harmful``. The choice: the least
     damaging (lowest KL) of those that leave at most ``refusal_target`` of the harmful prompts
-    refused; when none does, the fewest refusals among those with KL at most ``max_kl`` (lower KL
-    breaking ties), since removing refusals is what the user asked for. Returns it with every
+    refused, within sampling noise (:func:`meets_target`); when none does, the fewest refusals among
+    those with KL at most ``max_kl`` (lower KL breaking ties), since removing refusals is what the
+    user asked for. Returns it with every
     candidate as measured. A candidate that already refuses more than one measured at no more KL
     cannot win, so its counting stops there."""
     from forge_hub.abliterate.search import SearchOptions, TrialEvaluator
@@ -174,10 +175,19 @@ def measure_settings(model: torch.nn.Module, tokenizer: object, artifact: Refusa
     return choose_setting(done, len(harmful), refusal_target=refusal_target, max_kl=max_kl), done
 
 
+def meets_target(refusals: float, total: int, refusal_target: float) -> bool:
+    """Whether a count is compatible with leaving ``refusal_target`` of ``total`` prompts refused:
+    at most one binomial standard deviation above it. Counts of a few hundred answers cannot tell
+    9 refusals from 10, and a hard cut there picked the stronger, more damaging edit on a coin toss
+    (the second refusing model: 9/175 against 10/175 at KL 0.183 against 0.171)."""
+    expected = refusal_target * total
+    return refusals <= expected + math.sqrt(expected * (1.0 - refusal_target))
+
+
 def choose_setting(measured: Sequence[MeasuredSetting], total: int, *, refusal_target: float,
                    max_kl: float) -> MeasuredSetting:
     """The rule of :func:`measure_settings`, on settings already measured."""
-    clean = [c for c in measured if c.complete and c.refusals <= refusal_target * total]
+    clean = [c for c in measured if c.complete and meets_target(c.refusals, total, refusal_target)]
     if clean:
         return min(clean, key=lambda c: (c.kl, c.refusals))
     bounded = [c for c in measured if c.kl <= max_kl] or list(measured)

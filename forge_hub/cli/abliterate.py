@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from forge_hub.abliterate.selection import meets_target
 from forge_hub.cli.config import CONFIG_FILE, config_file_text
 from forge_hub.cli.options import (
     MODEL_HELP,
@@ -387,7 +388,9 @@ def _print_compute_summary(artifact, max_kl: float) -> None:
             print("(stopped: its answers were counted only until it refused more than a setting measured before it "
                   "with no more KL, so it could not win)")
     print(f"selected layer   {meta.selected_layer:g} ({selection.how})")
-    if selection.refusal_rate_left is not None and selection.refusal_rate_left > selection.refusal_target:
+    if selection.refusal_rate_left is not None and selection.held_out_harmful and not meets_target(
+            selection.refusal_rate_left * selection.held_out_harmful, selection.held_out_harmful,
+            selection.refusal_target):
         print(f"\nwarning: no measured setting brought the refusals of the choice's harmful prompts down to "
               f"{selection.refusal_target:.0%}; the chosen one still refuses {selection.refusal_rate_left:.0%} of "
               "them. Try --optimize (a search over layers, per-layer weights and edit variants), more or other prompts "
