@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -120,7 +121,11 @@ def test_compute_apply_evaluate_in_chromium(browser_path, running_app, tmp_path)
             assert f"Chosen layer: {chosen:g}" in summary.inner_text()
 
             page.locator("#apply").click()
-            expect(page.locator("#apply-summary")).to_contain_text("Edited 9 tensors", timeout=STEP_TIMEOUT_MS)
+            edited = re.compile(r"Edited (\d+) tensors in layers (\d+)–(\d+)")
+            expect(page.locator("#apply-summary")).to_contain_text(edited, timeout=STEP_TIMEOUT_MS)
+            # o_proj and down_proj of each edited layer (the measured choice may stop below the top) + the embedding
+            count, first, last = map(int, edited.search(page.locator("#apply-summary").inner_text()).groups())
+            assert count == 2 * (last - first + 1) + 1
             assert (session / "model" / "model.safetensors").exists()
 
             set_slider(page, "eval-prompts", 4)

@@ -131,7 +131,8 @@ def suggest_settings(trial: optuna.Trial, num_layers: int, methods: Sequence[str
     last = num_layers - 1
     method = trial.suggest_categorical("method", list(methods))
     per_layer = trial.suggest_categorical("direction_scope", ["global", "per_layer"]) == "per_layer"
-    layer = None if per_layer else trial.suggest_float("direction_layer", 0.4 * last, 0.9 * last)
+    # as low as the scan looks (a fifth of the depth), so the default run's choice is always a first trial
+    layer = None if per_layer else trial.suggest_float("direction_layer", 0.2 * last, 0.9 * last)
     magnitudes = trial.suggest_categorical("magnitudes", list(MAGNITUDES))
     biprojected = trial.suggest_categorical("biprojected", [False, True])
     skip_first = trial.suggest_categorical("skip_first", [0, round(0.2 * num_layers)])  # as the default run tries
