@@ -150,9 +150,8 @@ def measure_settings(model: torch.nn.Module, tokenizer: object, artifact: Refusa
     damaging (lowest KL) of those that leave at most ``refusal_target`` of the harmful prompts
     refused, within sampling noise (:func:`meets_target`); when none does, the fewest refusals among
     those with KL at most ``max_kl`` (lower KL breaking ties), since removing refusals is what the
-    user asked for. Returns it with every
-    candidate as measured. A candidate that already refuses more than one measured at no more KL
-    cannot win, so its counting stops there."""
+    user asked for. Returns it with every candidate as measured. A candidate that already refuses
+    more than one measured at no more KL cannot win, so its counting stops there."""
     from forge_hub.abliterate.search import SearchOptions, TrialEvaluator
 
     options = SearchOptions(max_new_tokens=max_new_tokens, batch_size=batch_size, system_prompt=system_prompt)
