@@ -388,9 +388,9 @@ def _print_compute_summary(artifact, max_kl: float) -> None:
             print("(stopped: its answers were counted only until it refused more than a setting measured before it "
                   "with no more KL, so it could not win)")
     print(f"selected layer   {meta.selected_layer:g} ({selection.how})")
-    if selection.refusal_rate_left is not None and selection.held_out_harmful and not meets_target(
-            selection.refusal_rate_left * selection.held_out_harmful, selection.held_out_harmful,
-            selection.refusal_target):
+    chosen = next((row for row in selection.measured if row["label"] == selection.chosen), None)
+    if chosen is not None and not meets_target(chosen["refusals"], selection.held_out_harmful,
+                                               selection.refusal_target):
         print(f"\nwarning: no measured setting brought the refusals of the choice's harmful prompts down to "
               f"{selection.refusal_target:.0%}; the chosen one still refuses {selection.refusal_rate_left:.0%} of "
               "them. Try --optimize (a search over layers, per-layer weights and edit variants), more or other prompts "

@@ -338,9 +338,6 @@ def check_fits(info: ModelInfo, *, copies: int = 2, budget: int | None = None, o
             "loading the model twice)")
 
 
-CHOICE_HARMFUL_PROMPTS = 175  # XSTest's unsafe prompts bar the privacy ones: the default final choice's
-
-
 def compute_seconds(info: ModelInfo, prompts_per_side: int, *, num_layers: int | None = None,
                     held_out_fraction: float = 0.25, batch_size: int = 16, search_trials: int = 0,
                     search_tokens: int = 24) -> int:
@@ -356,12 +353,13 @@ def compute_seconds(info: ModelInfo, prompts_per_side: int, *, num_layers: int |
     prompts = 2 * (prompts_per_side - held_out) + 2 * held_out * (candidates + 1)
     seconds = _load_seconds(info) + _prefill_seconds(info, prompts, batch_size)
     from forge_hub.pipeline import ComputeOptions
+    from forge_hub.prompts.sources import load_prompts
 
     # the final choice: each shortlisted setting answers the choice's harmful prompts (XSTest's 175
     # unsafe ones by default) and takes one KL pass over all the harmless ones
     defaults = ComputeOptions()
     settings_measured = defaults.shortlist * len(defaults.variations) if defaults.choice_tokens else 0
-    choice = CHOICE_HARMFUL_PROMPTS if defaults.choice_harmful else held_out
+    choice = len(load_prompts(defaults.choice_harmful)) if defaults.choice_harmful else held_out
     seconds += settings_measured * (math.ceil(choice / batch_size) * defaults.choice_tokens * _step_seconds(info)
                                     + _prefill_seconds(info, choice + prompts_per_side, batch_size))
     if search_trials > 0:
