@@ -66,5 +66,9 @@ def evaluation_prompts(n: int = 100) -> tuple[list[str], list[str]]:
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:
-    path.write_text("\n".join(" ".join(line.split()) for line in lines) + "\n", encoding="utf-8")
+    """One prompt per line; a file that already holds exactly these lines is left untouched, so a
+    tool still reading it from an earlier run of the same benchmark never sees it half-written."""
+    text = "\n".join(" ".join(line.split()) for line in lines) + "\n"
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        path.write_text(text, encoding="utf-8")
     return path

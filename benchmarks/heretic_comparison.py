@@ -15,6 +15,10 @@ Heretic is AGPL-3.0 and is only run here, never imported: install it in a separa
 It prints both Pareto fronts, whether forge-hub's dominates Heretic's (for every point of
 Heretic's front a forge-hub trial with no more refusals and no more KL) and the wall-time ratio.
 
+With --work, each side's finished run is kept and reused, so the two sides may also run at the
+same time, one core each, as two invocations (--heretic-only, and --markers-from-heretic for
+forge-hub's side); a last invocation with --heretic then only reads and compares them.
+
 Without --heretic, only forge-hub runs. Needs ../shared; exits 0 with a note where it is absent.
 """
 
@@ -125,6 +129,9 @@ def heretic_markers(heretic: Path) -> list[str]:
 def run_forge_hub(fixture: Path, files: dict[str, Path], work: Path, trials: int, tokens: int,
                   markers: Path | None) -> dict:
     study = work / "forge-hub.study.db"
+    timing = work / "forge-hub-seconds.json"
+    if timing.exists():  # finished in an earlier run with this --work folder: read it again
+        return _read_forge_hub(work, **json.loads(timing.read_text()))
     cmd = [*FORGE_HUB, "run", str(fixture), "--harmful", str(files["harmful"]), "--harmless", str(files["harmless"]),
            "--optimize", "--trials", str(trials), "--study", str(study), "--search-tokens", str(tokens),
            "--eval-harmful", str(files["eval_harmful"]), "--eval-harmless", str(files["eval_harmless"]),
@@ -134,13 +141,18 @@ def run_forge_hub(fixture: Path, files: dict[str, Path], work: Path, trials: int
     print("$", " ".join(cmd), flush=True)
     with open(work / "forge-hub.log", "w") as log, Timer() as timer:
         subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **ONE_THREAD})
+    timing.write_text(json.dumps(timer.figures()))
+    return _read_forge_hub(work, **timer.figures())
+
+
+def _read_forge_hub(work: Path, seconds: float, cpu_seconds: float) -> dict:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    trials_done = optuna.load_study(study_name="forge-hub", storage=f"sqlite:///{study}").trials
+    trials_done = optuna.load_study(study_name="forge-hub", storage=f"sqlite:///{work / 'forge-hub.study.db'}").trials
     points = [tuple(t.values) for t in trials_done if t.values]
     picked = json.loads((work / "forge-hub-out" / "refusal.json").read_text())["search"]
-    return {**timer.figures(), "trials": len(points), "front": pareto(points),
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "trials": len(points), "front": pareto(points),
             "picked": (picked["refusals"], picked["kl"], picked["trial"])}
 
 
@@ -154,9 +166,13 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=100, help="answer length for both tools (default 100)")
     parser.add_argument("--model", choices=["fixture", "second"], default="fixture",
                         help="the refusing fixture, or the second refusing model (second_refusing_model.py)")
-    parser.add_argument("--work", type=Path, help="work folder (kept); a finished Heretic run in it is reused")
+    parser.add_argument("--work", type=Path,
+                        help="work folder (kept); a finished Heretic or forge-hub side in it is reused, so the two "
+                             "sides can run at the same time as two invocations, one core each")
     parser.add_argument("--heretic-only", action="store_true",
                         help="run Heretic's side into --work and stop (forge-hub's side reuses it later)")
+    parser.add_argument("--rerun-forge-hub", action="store_true",
+                        help="discard a finished forge-hub side in --work and run it again")
     args = parser.parse_args()
     if not shared_available():
         print("skipped: ../shared (fixture and prompt lists) is not here")
@@ -164,9 +180,11 @@ def main() -> int:
     fixture = refusing_model(args.model)
     work = args.work or Path(tempfile.mkdtemp(prefix="forge-hub-vs-heretic-"))
     work.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(work / "forge-hub-out", ignore_errors=True)
-    (work / "forge-hub.study.db").unlink(missing_ok=True)
-    shutil.rmtree(work / "forge-hub.study.directions", ignore_errors=True)
+    if args.rerun_forge_hub or not (work / "forge-hub-seconds.json").exists():
+        (work / "forge-hub-seconds.json").unlink(missing_ok=True)
+        shutil.rmtree(work / "forge-hub-out", ignore_errors=True)
+        (work / "forge-hub.study.db").unlink(missing_ok=True)
+        shutil.rmtree(work / "forge-hub.study.directions", ignore_errors=True)
     harmful, harmless = direction_prompts()
     eval_harmful, eval_harmless = evaluation_prompts()
     files = {"harmful": write_lines(work / "harmful.txt", harmful),
