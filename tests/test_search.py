@@ -8,6 +8,7 @@ from helpers.tiny import HARMFUL, HARMLESS, make_model, make_tokenizer, random_a
 
 from forge_hub.abliterate.live import abliterate_model
 from forge_hub.abliterate.search import (
+    SEARCH_SPACES,
     SearchOptions,
     TrialEvaluator,
     default_trial_params,
@@ -17,6 +18,7 @@ from forge_hub.abliterate.search import (
     run_search,
     trial_choice,
 )
+from forge_hub.errors import SettingsError
 from forge_hub.evaluation.generation import generate
 from forge_hub.evaluation.refusal_count import count_refusals
 from forge_hub.evaluation.refusals import is_refusal
@@ -110,6 +112,28 @@ def test_the_first_trial_is_the_default_runs_choice(tmp_path):
                        untouched["model.layers.3.self_attn.o_proj.weight"])  # and the top one
     assert not torch.equal(state(by_default)["model.layers.2.self_attn.o_proj.weight"],
                            untouched["model.layers.2.self_attn.o_proj.weight"])
+
+
+def test_the_focused_space_searches_only_its_choices_after_the_default(tmp_path):
+    """Trials after the first stay within the focused choices; the first is the default's edit even
+    where that lies outside them (here plain projection), so the space widens by exactly it."""
+    model, tok = make_model("llama"), make_tokenizer()
+    artifact = random_artifact()  # its default edit: plain projection, no biprojection
+    study = run_search(model, tok, artifact, HARMFUL, HARMLESS, options(tmp_path, trials=6), progress=False)
+    assert study.trials[0].params["magnitudes"] == "none"
+    later = [t.params for t in study.trials[1:]]
+    assert {p["method"] for p in later} <= {"projected"} and {p["biprojected"] for p in later} == {False}
+    assert {p["magnitudes"] for p in later} <= {"rows", "none"}
+    wide = run_search(model, tok, artifact, HARMFUL, HARMLESS, options(tmp_path / "wide", trials=12, space="wide"),
+                      progress=False)
+    assert set(wide.trials[-1].distributions["magnitudes"].choices) == set(SEARCH_SPACES["wide"].magnitudes)
+    assert len({t.params["biprojected"] for t in wide.trials}) == 2
+
+
+def test_an_unknown_search_space_is_a_clear_error(tmp_path):
+    with pytest.raises(SettingsError, match="unknown search space 'broad'"):
+        run_search(make_model("llama"), make_tokenizer(), random_artifact(), HARMFUL, HARMLESS,
+                   options(tmp_path, trials=1, space="broad"), progress=False)
 
 
 def fake_study(points):

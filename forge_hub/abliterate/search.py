@@ -42,6 +42,7 @@ from forge_hub.schema import AblationSettings
 
 OBJECTIVES = ("refusals", "kl")
 SEARCH_METHODS = ("projected", "mean_diff")
+MAGNITUDES = ("rows", "columns", "none")  # row-normalized, exact norm preservation, plain projection
 DEFAULT_PICK_MAX_KL = 0.12
 PROCESS = f"{socket.gethostname()}:{os.getpid()}"  # which worker scored a trial
 
@@ -55,12 +56,47 @@ class SearchOptions:
     max_new_tokens: int = 24
     batch_size: int = 32
     seed: int = 0
-    methods: tuple[str, ...] = SEARCH_METHODS
+    space: str = "focused"  # a key of SEARCH_SPACES
     pick_max_kl: float = DEFAULT_PICK_MAX_KL  # default pick: fewest refusals among trials with KL at most this
     system_prompt: str | None = None
     markers: tuple[str, ...] = REFUSAL_MARKERS
     judge: str | None = None  # a text-classification model that counts refusals instead of the markers
     judge_label: str | None = None  # its refusal label (default: the one naming a refusal)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The categorical choices a study searches (the numeric ranges are the same in every space)."""
+
+    methods: tuple[str, ...]
+    magnitudes: tuple[str, ...]
+    biprojection: tuple[bool, ...]
+
+
+# "focused" leaves out the choices that lose on the refusing fixtures (README, "Parameter search"):
+# the plain mean difference leaves most refusals, plain projection and exact column-norm
+# preservation cost more KL than row-normalized edits at equal refusals, and so does biprojection.
+# With 40 trials, every trial spent on them is one fewer near the front. "wide" searches them all.
+SEARCH_SPACES = {
+    "focused": SearchSpace(methods=("projected",), magnitudes=("rows",), biprojection=(False,)),
+    "wide": SearchSpace(methods=SEARCH_METHODS, magnitudes=MAGNITUDES, biprojection=(False, True)),
+}
+
+
+def search_space(options: SearchOptions, artifact: RefusalDirections) -> SearchSpace:
+    """The options' space, widened by the default run's own choices so that its edit can be the
+    first trial exactly (the search starts from the default and can only improve on it)."""
+    if options.space not in SEARCH_SPACES:
+        raise SettingsError(f"unknown search space {options.space!r}", f"use one of {', '.join(SEARCH_SPACES)}",
+                            input="search_space")
+    base, default = SEARCH_SPACES[options.space], default_trial_params(artifact)
+    method = default["method"] if default["method"] in SEARCH_METHODS else base.methods[0]
+    return SearchSpace(methods=_with(base.methods, method), magnitudes=_with(base.magnitudes, default["magnitudes"]),
+                       biprojection=_with(base.biprojection, default["biprojected"]))
+
+
+def _with(choices: tuple, value: object) -> tuple:
+    return choices if value in choices else (*choices, value)
 
 
 class TrialEvaluator:
@@ -118,23 +154,22 @@ class TrialEvaluator:
         return float(refusals), kl, True
 
 
-MAGNITUDES = ("rows", "columns", "none")  # row-normalized, exact norm preservation, plain projection
 
-
-def suggest_settings(trial: optuna.Trial, num_layers: int, methods: Sequence[str]) -> tuple[str, AblationSettings]:
+def suggest_settings(trial: optuna.Trial, num_layers: int, space: SearchSpace) -> tuple[str, AblationSettings]:
     """The search space, which holds Heretic 1.4's as a special case (global or per-layer direction,
     row-normalized edits of the attention and MLP writers, per-component linear kernels), plus
-    what forge-hub adds: the direction method, exact norm preservation or none, biprojection,
-    leaving the bottom fifth or the top layers unedited, and component weights down to zero. A kernel
+    what forge-hub adds: leaving the bottom fifth or the top layers unedited, component weights
+    down to zero, and in the wide space the direction method, exact norm preservation or none, and
+    biprojection. A kernel
     has its ``peak`` at ``center`` and falls linearly to ``peak * floor`` at distance ``width``,
     zero beyond (width ``num_layers`` and floor 1 is constant over every layer)."""
     last = num_layers - 1
-    method = trial.suggest_categorical("method", list(methods))
+    method = trial.suggest_categorical("method", list(space.methods))
     per_layer = trial.suggest_categorical("direction_scope", ["global", "per_layer"]) == "per_layer"
     # as low as the scan looks (a fifth of the depth), so the default run's choice is always a first trial
     layer = None if per_layer else trial.suggest_float("direction_layer", 0.2 * last, 0.9 * last)
-    magnitudes = trial.suggest_categorical("magnitudes", list(MAGNITUDES))
-    biprojected = trial.suggest_categorical("biprojected", [False, True])
+    magnitudes = trial.suggest_categorical("magnitudes", list(space.magnitudes))
+    biprojected = trial.suggest_categorical("biprojected", list(space.biprojection))
     skip_first = trial.suggest_categorical("skip_first", [0, round(0.2 * num_layers)])  # as the default run tries
     # the top layers can be left unedited too (as the default run tries): exclusive end of the edited layers
     layer_end = trial.suggest_int("layer_end", num_layers // 3, num_layers)
@@ -183,12 +218,12 @@ def default_trial_params(artifact: RefusalDirections) -> dict[str, object]:
     return params
 
 
-def search_setup(model_name: str, harmful: Sequence[str], harmless: Sequence[str], options: SearchOptions,
-                 methods: Sequence[str]) -> dict[str, object]:
+def search_setup(model_name: str, harmful: Sequence[str], harmless: Sequence[str], options: SearchOptions) -> dict[
+        str, object]:
     """What makes two processes' trials comparable (stored in the study, checked on joining)."""
     return {"model": Path(model_name).name, "harmful prompts": list(harmful), "harmless prompts": list(harmless),
             "search tokens": options.max_new_tokens, "refusal markers": list(options.markers),
-            "methods": list(methods), "system prompt": options.system_prompt,
+            "search space": options.space, "system prompt": options.system_prompt,
             **({"refusal judge": [options.judge, options.judge_label]} if options.judge else {})}
 
 
@@ -196,23 +231,18 @@ def open_search(options: SearchOptions, model_name: str, harmful: Sequence[str],
                 directions: Callable[[], RefusalDirections]) -> tuple[optuna.Study, RefusalDirections]:
     """Create or join the study; ``directions`` is called only when this process creates it."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    methods = search_methods(options)
 
     def first_trial(artifact: RefusalDirections) -> dict[str, object]:
         params = default_trial_params(artifact)
-        if params["method"] not in methods:
-            params["method"] = methods[0]
+        params["method"] = search_space(options, artifact).methods[0] if params["method"] not in SEARCH_METHODS \
+            else params["method"]
         return params
 
     return join_study(StudyLocation.parse(options.storage), options.study_name, heartbeat=options.heartbeat,
-                      setup=search_setup(model_name, harmful, harmless, options, methods), directions=directions,
+                      setup=search_setup(model_name, harmful, harmless, options), directions=directions,
                       first_trial=first_trial, seed=options.seed,
                       sampler=lambda seed: optuna.samplers.TPESampler(seed=seed, multivariate=True,
                                                                       n_startup_trials=10))
-
-
-def search_methods(options: SearchOptions) -> tuple[str, ...]:
-    return tuple(m for m in options.methods if m in SEARCH_METHODS) or ("projected",)
 
 
 def run_search(model: torch.nn.Module, tokenizer: object, artifact: RefusalDirections, harmful: Sequence[str],
@@ -226,15 +256,15 @@ def run_search(model: torch.nn.Module, tokenizer: object, artifact: RefusalDirec
     directions; without it the study is opened here with ``artifact`` as the directions."""
     if study is None:
         study, artifact = open_search(options, artifact.metadata.model or "", harmful, harmless, lambda: artifact)
-    methods = search_methods(options)
-    variants = {m: artifact.with_method(m) for m in methods}
+    space = search_space(options, artifact)
+    variants = {m: artifact.with_method(m) for m in space.methods}
     evaluator: TrialEvaluator | None = None
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
         if is_surplus(study, trial, options.trials):
             trial.set_user_attr("surplus", True)  # pruned, not failed: nothing went wrong
             raise optuna.TrialPruned
-        method, settings = suggest_settings(trial, artifact.num_layers, methods)
+        method, settings = suggest_settings(trial, artifact.num_layers, space)
         trial.set_user_attr("process", PROCESS)  # who scores it; set once every parameter is chosen
         started = time.monotonic()
         refusals, kl, complete = evaluator(variants[method], settings, lambda kl: _refusal_bound(study, kl))

@@ -107,6 +107,10 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-harmful", help="harmful prompts that score trials (default: the held-out prompts)")
     g.add_argument("--eval-harmless", help="harmless prompts that score trials (default: the held-out prompts)")
     g.add_argument("--search-tokens", type=int, default=24, help="answer length while searching (default 24)")
+    g.add_argument("--search-space", choices=["focused", "wide"], default="focused",
+                   help="focused (default): projected directions, row-normalized edits, no biprojection, which win "
+                        "on the refusing fixtures; wide: also mean-difference directions, exact column-norm "
+                        "preservation or plain projection, and biprojection")
     g.add_argument("--refusal-markers", help="file of refusal phrases, one per line (default: forge-hub's)")
     g.add_argument("--judge", metavar="MODEL",
                    help="a text-classification model (folder or Hub id) that counts the refusals of each search trial "
@@ -152,7 +156,7 @@ def _optimize(args: argparse.Namespace):
     search = SearchOptions(trials=args.trials, storage=location.target, study_name=args.study_name,
                            heartbeat=args.heartbeat, max_new_tokens=args.search_tokens, batch_size=args.batch_size,
                            seed=args.seed, pick_max_kl=args.pick_max_kl, system_prompt=args.system_prompt,
-                           judge=args.judge, judge_label=args.judge_label)
+                           judge=args.judge, judge_label=args.judge_label, space=args.search_space)
     if markers:
         search.markers = tuple(m.lower() for m in markers)
     outcome = optimize(model, tokenizer, src, prompts, options=compute_options(args), search=search,
