@@ -8,7 +8,7 @@ from helpers.tiny import HARMFUL, HARMLESS, make_model, make_tokenizer, random_a
 
 from forge_hub.abliterate.live import abliterate_model
 from forge_hub.abliterate.search import (
-    SEARCH_SPACES,
+    MAGNITUDES,
     SearchOptions,
     TrialEvaluator,
     default_trial_params,
@@ -124,9 +124,11 @@ def test_the_focused_space_searches_only_its_choices_after_the_default(tmp_path)
     later = [t.params for t in study.trials[1:]]
     assert {p["method"] for p in later} <= {"projected"} and {p["biprojected"] for p in later} == {False}
     assert {p["magnitudes"] for p in later} <= {"rows", "none"}
+    assert all(p["layer_end"] == 4 and p["skip_first"] == 0 for p in later)  # the default's range: all layers
+    assert all(p["direction_layer"] >= 0.4 * 3 for p in later if p["direction_scope"] == "global")
     wide = run_search(model, tok, artifact, HARMFUL, HARMLESS, options(tmp_path / "wide", trials=12, space="wide"),
                       progress=False)
-    assert set(wide.trials[-1].distributions["magnitudes"].choices) == set(SEARCH_SPACES["wide"].magnitudes)
+    assert set(wide.trials[-1].distributions["magnitudes"].choices) == set(MAGNITUDES)
     assert len({t.params["biprojected"] for t in wide.trials}) == 2
 
 

@@ -66,33 +66,42 @@ class SearchOptions:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """The categorical choices a study searches (the numeric ranges are the same in every space)."""
+    """What a study searches beyond the kernels (whose ranges are the same in every space)."""
 
     methods: tuple[str, ...]
     magnitudes: tuple[str, ...]
     biprojection: tuple[bool, ...]
+    direction_layers: tuple[float, float]  # range of the global direction's (fractional) layer
+    skip_first: tuple[int, ...]  # bottom layers left unedited
+    layer_ends: tuple[int, ...] | None  # exclusive end of the edited layers; None: any from a third of the depth
 
 
-# "focused" leaves out the choices that lose on the refusing fixtures (README, "Parameter search"):
-# the plain mean difference leaves most refusals, plain projection and exact column-norm
-# preservation cost more KL than row-normalized edits at equal refusals, and so does biprojection.
-# With 40 trials, every trial spent on them is one fewer near the front. "wide" searches them all.
-SEARCH_SPACES = {
-    "focused": SearchSpace(methods=("projected",), magnitudes=("rows",), biprojection=(False,)),
-    "wide": SearchSpace(methods=SEARCH_METHODS, magnitudes=MAGNITUDES, biprojection=(False, True)),
-}
+SEARCH_SPACES = ("focused", "wide")
 
 
 def search_space(options: SearchOptions, artifact: RefusalDirections) -> SearchSpace:
-    """The options' space, widened by the default run's own choices so that its edit can be the
-    first trial exactly (the search starts from the default and can only improve on it)."""
+    """The study's space. "focused" (the default) leaves out what loses on both refusing fixtures
+    (README, "Parameter search"): the plain mean difference leaves most refusals; plain projection,
+    exact column-norm preservation and biprojection cost more KL than row-normalized edits at equal
+    refusals; a direction from the bottom two fifths or an edit that stops far below the top removes
+    little. With 40 trials, each trial spent there is one fewer near the front. Its layer range is
+    the whole model or the default run's measured one. "wide" searches all of it. Either space also
+    takes in the default run's own choices, so that its edit is exactly the first trial."""
     if options.space not in SEARCH_SPACES:
         raise SettingsError(f"unknown search space {options.space!r}", f"use one of {', '.join(SEARCH_SPACES)}",
                             input="search_space")
-    base, default = SEARCH_SPACES[options.space], default_trial_params(artifact)
-    method = default["method"] if default["method"] in SEARCH_METHODS else base.methods[0]
-    return SearchSpace(methods=_with(base.methods, method), magnitudes=_with(base.magnitudes, default["magnitudes"]),
-                       biprojection=_with(base.biprojection, default["biprojected"]))
+    n, default = artifact.num_layers, default_trial_params(artifact)
+    last = n - 1
+    method = default["method"] if default["method"] in SEARCH_METHODS else "projected"
+    layer = float(default.get("direction_layer", last))
+    if options.space == "wide":
+        return SearchSpace(methods=_with(SEARCH_METHODS, method), magnitudes=_with(MAGNITUDES, default["magnitudes"]),
+                           biprojection=(False, True), direction_layers=(min(0.2 * last, layer), 0.9 * last),
+                           skip_first=_with((0, round(0.2 * n)), default["skip_first"]), layer_ends=None)
+    return SearchSpace(methods=_with(("projected",), method), magnitudes=_with(("rows",), default["magnitudes"]),
+                       biprojection=_with((False,), default["biprojected"]),
+                       direction_layers=(min(0.4 * last, layer), max(0.9 * last, layer)),
+                       skip_first=_with((0,), default["skip_first"]), layer_ends=_with((n,), default["layer_end"]))
 
 
 def _with(choices: tuple, value: object) -> tuple:
@@ -154,25 +163,23 @@ class TrialEvaluator:
         return float(refusals), kl, True
 
 
-
 def suggest_settings(trial: optuna.Trial, num_layers: int, space: SearchSpace) -> tuple[str, AblationSettings]:
     """The search space, which holds Heretic 1.4's as a special case (global or per-layer direction,
     row-normalized edits of the attention and MLP writers, per-component linear kernels), plus
-    what forge-hub adds: leaving the bottom fifth or the top layers unedited, component weights
-    down to zero, and in the wide space the direction method, exact norm preservation or none, and
-    biprojection. A kernel
-    has its ``peak`` at ``center`` and falls linearly to ``peak * floor`` at distance ``width``,
-    zero beyond (width ``num_layers`` and floor 1 is constant over every layer)."""
+    what forge-hub adds: leaving the bottom or the top layers unedited, component weights down to
+    zero, and in the wide space the direction method, exact norm preservation or none, and
+    biprojection (:func:`search_space`). A kernel has its ``peak`` at ``center`` and falls
+    linearly to ``peak * floor`` at distance ``width``, zero beyond (width ``num_layers`` and
+    floor 1 is constant over every layer)."""
     last = num_layers - 1
     method = trial.suggest_categorical("method", list(space.methods))
     per_layer = trial.suggest_categorical("direction_scope", ["global", "per_layer"]) == "per_layer"
-    # as low as the scan looks (a fifth of the depth), so the default run's choice is always a first trial
-    layer = None if per_layer else trial.suggest_float("direction_layer", 0.2 * last, 0.9 * last)
+    layer = None if per_layer else trial.suggest_float("direction_layer", *space.direction_layers)
     magnitudes = trial.suggest_categorical("magnitudes", list(space.magnitudes))
     biprojected = trial.suggest_categorical("biprojected", list(space.biprojection))
-    skip_first = trial.suggest_categorical("skip_first", [0, round(0.2 * num_layers)])  # as the default run tries
-    # the top layers can be left unedited too (as the default run tries): exclusive end of the edited layers
-    layer_end = trial.suggest_int("layer_end", num_layers // 3, num_layers)
+    skip_first = trial.suggest_categorical("skip_first", list(space.skip_first))
+    layer_end = trial.suggest_int("layer_end", num_layers // 3, num_layers) if space.layer_ends is None \
+        else trial.suggest_categorical("layer_end", list(space.layer_ends))
     strengths, kernels = {}, {}
     for component in (ATTN, MLP):
         strengths[component] = trial.suggest_float(f"{component}_peak", 0.0, 1.5)
