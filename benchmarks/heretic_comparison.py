@@ -202,12 +202,14 @@ def main() -> int:
                 return 0
     results["forge-hub"] = run_forge_hub(fixture, files, work, args.trials, args.tokens, markers_file)
 
-    # forge-hub's pick, measured again with forge-hub's own markers and 40 tokens
-    subprocess.run([*FORGE_HUB, "evaluate", str(work / "forge-hub-out"), "--reference", str(fixture), "--harmful",
-                    str(files["eval_harmful"]), "--harmless", str(files["eval_harmless"]), "--max-new-tokens", "40",
-                    "--system-prompt", HERETIC_SYSTEM_PROMPT, "--batch-size", "50", "--out",
-                    str(work / "forge-hub-eval.json")], check=True, stdout=subprocess.DEVNULL)
-    own = json.loads((work / "forge-hub-eval.json").read_text())["results"]
+    # forge-hub's pick, measured again with forge-hub's own markers and 40 tokens (once per forge-hub side)
+    evaluation = work / "forge-hub-eval.json"
+    if not evaluation.exists() or evaluation.stat().st_mtime < (work / "forge-hub-seconds.json").stat().st_mtime:
+        subprocess.run([*FORGE_HUB, "evaluate", str(work / "forge-hub-out"), "--reference", str(fixture), "--harmful",
+                        str(files["eval_harmful"]), "--harmless", str(files["eval_harmless"]), "--max-new-tokens",
+                        "40", "--system-prompt", HERETIC_SYSTEM_PROMPT, "--batch-size", "50", "--out", str(evaluation)],
+                       check=True, stdout=subprocess.DEVNULL)
+    own = json.loads(evaluation.read_text())["results"]
 
     marker_note = "Heretic's default markers" if args.heretic else "forge-hub's markers"
     print(f"\n{args.trials} trials, {args.tokens} new tokens, {marker_note}, 100 + 100 evaluation prompts\n")
