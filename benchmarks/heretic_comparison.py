@@ -221,9 +221,10 @@ def main() -> int:
         ours = results["forge-hub"]["front"]
         beaten = [pt for pt in results["heretic"]["front"] if not any(a <= pt[0] and b <= pt[1] for a, b in ours)]
         ratio = results["forge-hub"]["cpu_seconds"] / results["heretic"]["cpu_seconds"]
+        wall = results["forge-hub"]["seconds"] / results["heretic"]["seconds"]
         print(f"\nforge-hub's front dominates Heretic's: {'yes' if not beaten else 'no'}"
               + (f" (not matched: {', '.join(f'{a:.0f} at {b:.3f}' for a, b in beaten)})" if beaten else "")
-              + f"; CPU time {ratio:.2f}x Heretic's")
+              + f"; wall time {wall:.2f}x, CPU time {ratio:.2f}x Heretic's (goal: at most 0.5x)")
     p = results["forge-hub"]["picked"]
     print(f"\nforge-hub's default pick: trial {p[2]}, {p[0]:.0f}/100 refused at KL {p[1]:.3f}; with forge-hub's own "
           f"markers and 40 tokens: {own['model']['refusals']}/100 refused, {own['model']['over_refusals']}/100 "
