@@ -56,7 +56,7 @@ class SearchOptions:
     max_new_tokens: int = 24
     batch_size: int = 32
     seed: int = 0
-    space: str = "focused"  # a key of SEARCH_SPACES
+    space: str = "focused"  # one of SEARCH_SPACES (see search_space)
     pick_max_kl: float = DEFAULT_PICK_MAX_KL  # default pick: fewest refusals among trials with KL at most this
     system_prompt: str | None = None
     markers: tuple[str, ...] = REFUSAL_MARKERS
@@ -225,8 +225,8 @@ def default_trial_params(artifact: RefusalDirections) -> dict[str, object]:
     return params
 
 
-def search_setup(model_name: str, harmful: Sequence[str], harmless: Sequence[str], options: SearchOptions) -> dict[
-        str, object]:
+def search_setup(model_name: str, harmful: Sequence[str], harmless: Sequence[str],
+                 options: SearchOptions) -> dict[str, object]:
     """What makes two processes' trials comparable (stored in the study, checked on joining)."""
     return {"model": Path(model_name).name, "harmful prompts": list(harmful), "harmless prompts": list(harmless),
             "search tokens": options.max_new_tokens, "refusal markers": list(options.markers),
@@ -241,8 +241,9 @@ def open_search(options: SearchOptions, model_name: str, harmful: Sequence[str],
 
     def first_trial(artifact: RefusalDirections) -> dict[str, object]:
         params = default_trial_params(artifact)
-        params["method"] = search_space(options, artifact).methods[0] if params["method"] not in SEARCH_METHODS \
-            else params["method"]
+        space = search_space(options, artifact)  # also rejects an unknown space before the study is made
+        if params["method"] not in space.methods:  # a method the search cannot vary (e.g. svd)
+            params["method"] = space.methods[0]
         return params
 
     return join_study(StudyLocation.parse(options.storage), options.study_name, heartbeat=options.heartbeat,

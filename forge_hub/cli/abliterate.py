@@ -83,7 +83,7 @@ def add_abliterate_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_search_options(p: argparse.ArgumentParser) -> None:
-    from forge_hub.abliterate.search import DEFAULT_PICK_MAX_KL
+    from forge_hub.abliterate.search import DEFAULT_PICK_MAX_KL, SEARCH_SPACES
 
     g = p.add_argument_group("parameter search (--optimize)")
     g.add_argument("--optimize", action="store_true",
@@ -107,10 +107,11 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-harmful", help="harmful prompts that score trials (default: the held-out prompts)")
     g.add_argument("--eval-harmless", help="harmless prompts that score trials (default: the held-out prompts)")
     g.add_argument("--search-tokens", type=int, default=24, help="answer length while searching (default 24)")
-    g.add_argument("--search-space", choices=["focused", "wide"], default="focused",
-                   help="focused (default): projected directions, row-normalized edits, no biprojection, which win "
-                        "on the refusing fixtures; wide: also mean-difference directions, exact column-norm "
-                        "preservation or plain projection, and biprojection")
+    g.add_argument("--search-space", choices=SEARCH_SPACES, default="focused",
+                   help="focused (default): leaves out what loses on the refusing fixtures (mean-difference "
+                        "directions, plain projection, exact column-norm preservation, biprojection, directions "
+                        "from the bottom two fifths, layer ranges other than all or the default run's); wide: "
+                        "searches them too")
     g.add_argument("--refusal-markers", help="file of refusal phrases, one per line (default: forge-hub's)")
     g.add_argument("--judge", metavar="MODEL",
                    help="a text-classification model (folder or Hub id) that counts the refusals of each search trial "
