@@ -69,9 +69,10 @@ def test_search_trials_are_counted_by_the_judge(tmp_path, always):
     judged = SearchOptions(storage=tmp_path / "s.db", max_new_tokens=3, batch_size=4, markers=("",), judge=judge)
     refusals, kl, complete = TrialEvaluator(model, tok, HARMFUL, HARMLESS, judged)(artifact, settings)
     assert (refusals, complete) == (len(HARMFUL) * always, True) and kl == pytest.approx(by_markers[1])
-    setup = search_setup("m", HARMFUL, HARMLESS, judged, ("projected",))
+    setup = search_setup("m", HARMFUL, HARMLESS, judged)
     assert setup["refusal judge"] == [judge, None]  # workers of a study must count the same way
-    assert "refusal judge" not in search_setup("m", HARMFUL, HARMLESS, everything, ("projected",))
+    assert setup["search space"] == "focused"  # and search the same space
+    assert "refusal judge" not in search_setup("m", HARMFUL, HARMLESS, everything)
 
 
 def test_run_optimize_with_a_judge_records_it(tmp_path, prompt_files, capsys):
