@@ -94,13 +94,14 @@ def search_space(options: SearchOptions, artifact: RefusalDirections) -> SearchS
     last = n - 1
     method = default["method"] if default["method"] in SEARCH_METHODS else "projected"
     layer = float(default.get("direction_layer", last))
+    top = max(0.9 * last, layer)  # the default's own direction layer always lies within the range
     if options.space == "wide":
         return SearchSpace(methods=_with(SEARCH_METHODS, method), magnitudes=_with(MAGNITUDES, default["magnitudes"]),
-                           biprojection=(False, True), direction_layers=(min(0.2 * last, layer), 0.9 * last),
+                           biprojection=(False, True), direction_layers=(min(0.2 * last, layer), top),
                            skip_first=_with((0, round(0.2 * n)), default["skip_first"]), layer_ends=None)
     return SearchSpace(methods=_with(("projected",), method), magnitudes=_with(("rows",), default["magnitudes"]),
                        biprojection=_with((False,), default["biprojected"]),
-                       direction_layers=(min(0.4 * last, layer), max(0.9 * last, layer)),
+                       direction_layers=(min(0.4 * last, layer), top),
                        skip_first=_with((0,), default["skip_first"]), layer_ends=_with((n,), default["layer_end"]))
 
 
