@@ -135,7 +135,8 @@ def run_forge_hub(fixture: Path, files: dict[str, Path], work: Path, trials: int
     cmd = [*FORGE_HUB, "run", str(fixture), "--harmful", str(files["harmful"]), "--harmless", str(files["harmless"]),
            "--optimize", "--trials", str(trials), "--study", str(study), "--search-tokens", str(tokens),
            "--eval-harmful", str(files["eval_harmful"]), "--eval-harmless", str(files["eval_harmless"]),
-           "--system-prompt", HERETIC_SYSTEM_PROMPT, "--batch-size", "50", "--out", str(work / "forge-hub-out")]
+           "--system-prompt", HERETIC_SYSTEM_PROMPT, "--batch-size", "50", "--no-evaluate",
+           "--out", str(work / "forge-hub-out")]
     if markers is not None:
         cmd += ["--refusal-markers", str(markers)]
     print("$", " ".join(cmd), flush=True)

@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -236,9 +236,11 @@ def optimize(model: torch.nn.Module, tokenizer: object, source: ModelSource, pro
     return the artifact carrying the picked trial's method and settings, with the study.
 
     Trials are scored on ``eval_harmful`` / ``eval_harmless`` when given, else on the prompts
-    held out from the directions. The directions are computed by the process that creates the
-    study and stored in it, so every process (a resumed run, a ``worker``) searches the same
-    ones. A ``worker`` only adds trials: it returns None once the study is full, picking nothing.
+    held out from the directions. The first trial is the layer scan's pick applied the default way
+    (``options.choice_tokens`` is not used: the measured choice is left to the search). The
+    directions are computed by the process that creates the study and stored in it, so every
+    process (a resumed run, a ``worker``) searches the same ones. A ``worker`` only adds trials:
+    it returns None once the study is full, picking nothing.
     """
     if eval_harmful is not None or eval_harmless is not None:
         check_prompt_lengths(tokenizer, [*(eval_harmful or []), *(eval_harmless or [])],
@@ -249,7 +251,11 @@ def optimize(model: torch.nn.Module, tokenizer: object, source: ModelSource, pro
         eval_harmful = eval_harmful or split_held_out(prompts.harmful, fraction, options.seed)[1]
         eval_harmless = eval_harmless or split_held_out(prompts.harmless, fraction, options.seed)[1]
     def directions() -> RefusalDirections:  # only when this process creates the study
-        return compute(model, tokenizer, source, prompts, options=options, progress=progress)
+        # the layer scan's pick, not the default run's measured choice: the search measures settings
+        # itself, on its own prompts, and its start-up trials already hold stronger ones (on the
+        # fixture the measured choice cost 8 of a 53-minute run for one trial's worth of information)
+        return compute(model, tokenizer, source, prompts, options=replace(options, choice_tokens=0),
+                       progress=progress)
 
     study, artifact = open_search(search, source.id, eval_harmful, eval_harmless, directions)
     artifact.check_fits(Architecture.from_config(model.config))

@@ -8,7 +8,9 @@ from helpers.tiny import HARMFUL, HARMLESS, make_model, make_tokenizer, random_a
 
 from forge_hub.abliterate.live import abliterate_model
 from forge_hub.abliterate.search import (
+    BAND_LADDER,
     MAGNITUDES,
+    UPPER_BAND,
     SearchOptions,
     TrialEvaluator,
     default_trial_params,
@@ -112,6 +114,28 @@ def test_the_first_trial_is_the_default_runs_choice(tmp_path):
                        untouched["model.layers.3.self_attn.o_proj.weight"])  # and the top one
     assert not torch.equal(state(by_default)["model.layers.2.self_attn.o_proj.weight"],
                            untouched["model.layers.2.self_attn.o_proj.weight"])
+
+
+def test_the_start_up_trials_climb_a_ladder_along_the_upper_band(tmp_path):
+    """After the default, the next trials remove each layer's own direction from the top layers
+    only, at the ladder's strengths; a study smaller than the queue gets only what fits."""
+    model, tok = make_model("llama"), make_tokenizer()
+    artifact = random_artifact()
+    study = run_search(model, tok, artifact, HARMFUL, HARMLESS, options(tmp_path, trials=1 + len(BAND_LADDER)),
+                       progress=False)
+    ladder = study.trials[1:]
+    for component, (peak, *_) in UPPER_BAND.items():
+        assert [t.params[f"{component}_peak"] for t in ladder] == pytest.approx([peak * s for s in BAND_LADDER])
+    assert all(trial_choice(t)[1].per_layer for t in ladder)
+    edited, untouched = make_model("llama"), make_model("llama").state_dict()
+    abliterate_model(edited, artifact, trial_choice(ladder[0])[1])
+    for layer, changed in ((0, False), (1, False), (3, True)):  # 4 layers: the band is the top two
+        for name in ("self_attn.o_proj", "mlp.down_proj"):
+            key = f"model.layers.{layer}.{name}.weight"
+            assert torch.equal(edited.state_dict()[key], untouched[key]) != changed, key
+    small = run_search(model, tok, artifact, HARMFUL, HARMLESS, options(tmp_path / "small", trials=2),
+                       progress=False)
+    assert len(small.trials) == 2 and small.trials[1].params == ladder[0].params  # nothing left queued
 
 
 def test_the_focused_space_searches_only_its_choices_after_the_default(tmp_path):

@@ -3,7 +3,9 @@
 Optuna's multi-objective TPE sampler minimises (refusals, KL) over the direction's layer
 (fractional: neighbouring layers' directions interpolate), the direction method, and for the
 attention and MLP writers separately a linear per-layer weight kernel (peak weight, centre,
-width, floor). The first trial is the measured default, so the search can only improve on it.
+width, floor). The first trial is the default edit at the layer scan's pick, the next ones a
+ladder of strengths along a band of upper layers (:data:`UPPER_BAND`), so the search can only
+improve on both.
 
 Trials are cheap: one model stays loaded, each trial's edit is written into its weights in place
 and undone from a saved copy of the residual writers before the next; KL costs one forward pass
@@ -44,6 +46,14 @@ OBJECTIVES = ("refusals", "kl")
 SEARCH_METHODS = ("projected", "mean_diff")
 MAGNITUDES = ("rows", "columns", "none")  # row-normalized, exact norm preservation, plain projection
 DEFAULT_PICK_MAX_KL = 0.12
+# The start-up trials after the default one: each layer's own direction removed from a band of upper
+# layers, attention peaking at 0.9 of the depth and the MLP at 0.83, falling off within a fifth of the
+# depth (peak, centre as a fraction of the last layer, half-width as a fraction of the layer count,
+# floor as a fraction of the peak). On the refusing fixture this band removes refusals at the
+# least KL of anything either forge-hub's or Heretic's searches found; a ladder of strengths along it
+# lays out a front from strong to light edits within the first trials, which the sampler then refines.
+UPPER_BAND = {ATTN: (1.3, 0.9, 0.18, 0.77), MLP: (1.05, 0.83, 0.24, 0.28)}
+BAND_LADDER = (1.0, 0.8, 0.6, 0.4, 0.25)
 PROCESS = f"{socket.gethostname()}:{os.getpid()}"  # which worker scored a trial
 
 
@@ -226,6 +236,28 @@ def default_trial_params(artifact: RefusalDirections) -> dict[str, object]:
     return params
 
 
+def band_trial_params(num_layers: int, scale: float) -> dict[str, object]:
+    """A start-up trial on :data:`UPPER_BAND` with every peak times ``scale``; within every space."""
+    last = num_layers - 1
+    params: dict[str, object] = {"method": "projected", "direction_scope": "per_layer", "magnitudes": "rows",
+                                 "biprojected": False, "skip_first": 0, "layer_end": num_layers}
+    for component, (peak, centre, width, floor) in UPPER_BAND.items():
+        params.update({f"{component}_peak": peak * scale, f"{component}_center": centre * last,
+                       f"{component}_width": max(1.0, width * num_layers), f"{component}_floor": floor})
+    return params
+
+
+def start_trials(options: SearchOptions, artifact: RefusalDirections) -> list[dict[str, object]]:
+    """The trials a new study queues: the default edit first, then the ladder along the upper band
+    (as much of it as ``options.trials`` leaves room for: queued trials would outlive the study)."""
+    params = default_trial_params(artifact)
+    space = search_space(options, artifact)  # also rejects an unknown space before the study is made
+    if params["method"] not in space.methods:  # a method the search cannot vary (e.g. svd)
+        params["method"] = space.methods[0]
+    ladder = [band_trial_params(artifact.num_layers, scale) for scale in BAND_LADDER]
+    return [params, *ladder][:max(1, options.trials)]
+
+
 def search_setup(model_name: str, harmful: Sequence[str], harmless: Sequence[str],
                  options: SearchOptions) -> dict[str, object]:
     """What makes two processes' trials comparable (stored in the study, checked on joining)."""
@@ -239,17 +271,9 @@ def open_search(options: SearchOptions, model_name: str, harmful: Sequence[str],
                 directions: Callable[[], RefusalDirections]) -> tuple[optuna.Study, RefusalDirections]:
     """Create or join the study; ``directions`` is called only when this process creates it."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-    def first_trial(artifact: RefusalDirections) -> dict[str, object]:
-        params = default_trial_params(artifact)
-        space = search_space(options, artifact)  # also rejects an unknown space before the study is made
-        if params["method"] not in space.methods:  # a method the search cannot vary (e.g. svd)
-            params["method"] = space.methods[0]
-        return params
-
     return join_study(StudyLocation.parse(options.storage), options.study_name, heartbeat=options.heartbeat,
                       setup=search_setup(model_name, harmful, harmless, options), directions=directions,
-                      first_trial=first_trial, seed=options.seed,
+                      start_trials=lambda artifact: start_trials(options, artifact), seed=options.seed,
                       sampler=lambda seed: optuna.samplers.TPESampler(seed=seed, multivariate=True,
                                                                       n_startup_trials=10))
 

@@ -162,13 +162,13 @@ def setup_fingerprint(setup: Mapping[str, Any]) -> dict[str, str]:
 
 
 def join_study(location: StudyLocation, name: str, *, heartbeat: int, setup: Mapping[str, Any],
-               directions: Callable[[], RefusalDirections], first_trial: Callable[[RefusalDirections], dict],
+               directions: Callable[[], RefusalDirections], start_trials: Callable[[RefusalDirections], list[dict]],
                sampler: Callable[[int | None], optuna.samplers.BaseSampler], seed: int,
                wait_seconds: float = 120.0) -> tuple[optuna.Study, RefusalDirections]:
     """Open the study, creating it when it does not exist yet.
 
     The creator computes the directions, stores them with the setup fingerprint and queues the
-    measured default as the first trial; a process that joins uses the stored directions (a
+    start-up trials (the measured default first); a process that joins uses the stored directions (a
     process racing to create the same study drops its own) after checking its setup matches.
     A joiner's sampler gets its own seed: with the creator's, it would propose the same random
     start-up trials again.
@@ -190,7 +190,8 @@ def join_study(location: StudyLocation, name: str, *, heartbeat: int, setup: Map
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 study.set_metric_names(["refusals", "kl"])
-            study.enqueue_trial(first_trial(artifact))
+            for params in start_trials(artifact):
+                study.enqueue_trial(params)
             study.set_user_attr(READY_KEY, True)  # last: joiners wait for it
             return study, artifact
     assert study is not None

@@ -240,7 +240,8 @@ def add_compute_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--choice-tokens", type=int, default=defaults.choice_tokens,
                    help="the final choice counts refusals among greedy answers of this many tokens to the choice's "
                    "harmful prompts (--choice-harmful), for each shortlisted setting "
-                   f"(default {defaults.choice_tokens}; 0 keeps the first-token scan's pick)")
+                   f"(default {defaults.choice_tokens}; 0 keeps the first-token scan's pick; --optimize always "
+                   "keeps it: its search measures settings itself)")
     g.add_argument("--shortlist", type=int, default=defaults.shortlist,
                    help=f"layers of the first-token scan the final choice measures (default {defaults.shortlist})")
     g.add_argument("--refusal-target", type=float, default=defaults.refusal_target,

@@ -356,9 +356,10 @@ def compute_seconds(info: ModelInfo, prompts_per_side: int, *, num_layers: int |
     from forge_hub.prompts.sources import load_prompts
 
     # the final choice: each shortlisted setting answers the choice's harmful prompts (XSTest's 175
-    # unsafe ones by default) and takes one KL pass over all the harmless ones
+    # unsafe ones by default) and takes one KL pass over all the harmless ones; a search skips it
     defaults = ComputeOptions()
-    settings_measured = defaults.shortlist * len(defaults.variations) if defaults.choice_tokens else 0
+    measured = defaults.choice_tokens and search_trials <= 0
+    settings_measured = defaults.shortlist * len(defaults.variations) if measured else 0
     choice = len(load_prompts(defaults.choice_harmful)) if defaults.choice_harmful else held_out
     seconds += settings_measured * (math.ceil(choice / batch_size) * defaults.choice_tokens * _step_seconds(info)
                                     + _prefill_seconds(info, choice + prompts_per_side, batch_size))
