@@ -168,3 +168,26 @@ def test_a_killed_workers_trial_is_run_again(kind, setup, tmp_path):
     assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
     assert retried[0].params == killed.params  # the same trial, run again
     assert sum(t.state == TrialState.COMPLETE for t in trials) == target
+
+
+@pytest.mark.parametrize("error", ["ProgrammingError", "OperationalError", "IntegrityError"])
+def test_a_process_that_loses_the_race_to_create_the_tables_tries_again(error, monkeypatch, tmp_path):
+    """Workers started together on a new database race to create its tables; the loser's error
+    (on PostgreSQL: CREATE TYPE ... DuplicateObject, a ProgrammingError) means the tables now
+    exist, so it opens the storage again instead of failing."""
+    import sqlalchemy.exc
+
+    from forge_hub.abliterate import study as study_module
+
+    real, calls = study_module.RDBStorage, []
+
+    def racing(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 1:
+            raise getattr(sqlalchemy.exc, error)("CREATE TYPE studydirection", {}, Exception("already exists"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(study_module, "RDBStorage", racing)
+    monkeypatch.setattr(study_module.time, "sleep", lambda seconds: None)
+    storage = StudyLocation.parse(str(tmp_path / "study.db")).storage(60)
+    assert len(calls) == 2 and optuna.create_study(storage=storage, study_name="s").study_name == "s"

@@ -35,7 +35,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from forge_hub.abliterate.directions import RefusalDirections
 from forge_hub.errors import MissingDependencyError, SettingsError
@@ -113,8 +113,9 @@ class StudyLocation:
                            "pip install 'forge-hub[mysql]' and write the URL as mysql+pymysql://..."
                            if url.startswith("mysql") else "install the driver SQLAlchemy names for this database")
                     raise MissingDependencyError(f"no database driver for {self.describe()}: {error}", fix) from error
-                except (OperationalError, IntegrityError):
-                    # processes starting together race to create the tables of a new database
+                except (OperationalError, IntegrityError, ProgrammingError):
+                    # processes starting together race to create the tables of a new database (on
+                    # PostgreSQL the loser's CREATE TYPE fails as a ProgrammingError: DuplicateObject)
                     if attempt == 4:
                         raise
                     time.sleep(0.5 * (attempt + 1))
