@@ -49,9 +49,10 @@ DEFAULT_PICK_MAX_KL = 0.12
 # The start-up trials after the default one: each layer's own direction removed from a band of upper
 # layers, attention peaking at 0.9 of the depth and the MLP at 0.83, falling off within a fifth of the
 # depth (peak, centre as a fraction of the last layer, half-width as a fraction of the layer count,
-# floor as a fraction of the peak). On the refusing fixture this band removes refusals at the
-# least KL of anything either forge-hub's or Heretic's searches found; a ladder of strengths along it
-# lays out a front from strong to light edits within the first trials, which the sampler then refines.
+# floor as a fraction of the peak). It is where Heretic's best trial on the refusing fixture edited,
+# in forge-hub's terms (there 1/100 refusals at KL 0.097, Heretic's own 0.095; better than any trial of
+# forge-hub's earlier searches); a ladder of strengths along it lays out a front from strong to light
+# edits within the first trials, which the sampler then refines.
 UPPER_BAND = {ATTN: (1.3, 0.9, 0.18, 0.77), MLP: (1.05, 0.83, 0.24, 0.28)}
 BAND_LADDER = (1.0, 0.8, 0.6, 0.4, 0.25)
 PROCESS = f"{socket.gethostname()}:{os.getpid()}"  # which worker scored a trial

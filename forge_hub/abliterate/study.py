@@ -169,7 +169,7 @@ def join_study(location: StudyLocation, name: str, *, heartbeat: int, setup: Map
     """Open the study, creating it when it does not exist yet.
 
     The creator computes the directions, stores them with the setup fingerprint and queues the
-    start-up trials (the measured default first); a process that joins uses the stored directions (a
+    start-up trials (the default edit first); a process that joins uses the stored directions (a
     process racing to create the same study drops its own) after checking its setup matches.
     A joiner's sampler gets its own seed: with the creator's, it would propose the same random
     start-up trials again.
