@@ -358,11 +358,11 @@ def compute_seconds(info: ModelInfo, prompts_per_side: int, *, num_layers: int |
     # the final choice: each shortlisted setting answers the choice's harmful prompts (XSTest's 175
     # unsafe ones by default) and takes one KL pass over all the harmless ones; a search skips it
     defaults = ComputeOptions()
-    measured = defaults.choice_tokens and search_trials <= 0
-    settings_measured = defaults.shortlist * len(defaults.variations) if measured else 0
-    choice = len(load_prompts(defaults.choice_harmful)) if defaults.choice_harmful else held_out
-    seconds += settings_measured * (math.ceil(choice / batch_size) * defaults.choice_tokens * _step_seconds(info)
-                                    + _prefill_seconds(info, choice + prompts_per_side, batch_size))
+    if defaults.choice_tokens and search_trials <= 0:
+        settings_measured = defaults.shortlist * len(defaults.variations)
+        choice = len(load_prompts(defaults.choice_harmful)) if defaults.choice_harmful else held_out
+        seconds += settings_measured * (math.ceil(choice / batch_size) * defaults.choice_tokens * _step_seconds(info)
+                                        + _prefill_seconds(info, choice + prompts_per_side, batch_size))
     if search_trials > 0:
         per_trial = (math.ceil(held_out / batch_size) * search_tokens * _step_seconds(info)
                      + _prefill_seconds(info, 2 * held_out, batch_size))
