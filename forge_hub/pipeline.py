@@ -123,11 +123,16 @@ def _prompt_set(prompts: Sequence[str], source: str | None = None) -> PromptSet:
 
 
 def compute(model: torch.nn.Module, tokenizer: object, source: ModelSource, prompts: PromptLists, *,
-            options: ComputeOptions | None = None, progress: bool = True) -> RefusalDirections:
+            options: ComputeOptions | None = None, progress: bool = True,
+            scan_prompts: tuple[Sequence[str], Sequence[str]] | None = None) -> RefusalDirections:
     """Residual statistics -> per-layer directions -> measured layer choice -> artifact.
 
     The artifact's metadata records the model, the method, which prompts were read (sources,
-    counts, hashes) and the chosen layer with the settings ``apply`` will use.
+    counts, hashes) and the chosen layer with the settings ``apply`` will use. ``scan_prompts``
+    (harmful, harmless) score the layers instead of a held-out part of ``prompts``, which then
+    all go into the directions: a search that brings its own evaluation prompts has no reason to
+    hold any back (on the second refusing fixture, directions from all 128 prompts instead of 96
+    took its strongest start-up trial from 7 to 5 refusals in 100 at the same KL).
 
     Example::
 
@@ -142,12 +147,14 @@ def compute(model: torch.nn.Module, tokenizer: object, source: ModelSource, prom
     check_prompt_lengths(tokenizer, [*prompts.harmful, *prompts.harmless], max_tokens=options.max_prompt_tokens,
                          system_prompt=options.system_prompt, context=model_context(model))
     measure = options.layer is None
-    fraction = options.held_out_fraction if measure else 0.0
+    fraction = options.held_out_fraction if measure and scan_prompts is None else 0.0
     harm_dir, harm_held = split_held_out(prompts.harmful, fraction, options.seed)
+    safe_dir, safe_held = split_held_out(prompts.harmless, fraction, options.seed)
+    if measure and scan_prompts is not None:
+        harm_held, safe_held = list(scan_prompts[0]), list(scan_prompts[1])
     # read before any work, so a bad --choice-harmful fails now, not after the layer scan
     choice_harmful = harm_held if options.choice_harmful is None or not measure or options.choice_tokens <= 0 \
         else load_prompts(options.choice_harmful)
-    safe_dir, safe_held = split_held_out(prompts.harmless, fraction, options.seed)
     keep = options.method == "svd"
     kwargs = dict(batch_size=options.batch_size, system_prompt=options.system_prompt, positions=options.positions,
                   winsorize_quantile=options.winsorize_quantile)
@@ -235,8 +242,9 @@ def optimize(model: torch.nn.Module, tokenizer: object, source: ModelSource, pro
     """Create or join the study, add trials until it holds ``search.trials`` finished ones, and
     return the artifact carrying the picked trial's method and settings, with the study.
 
-    Trials are scored on ``eval_harmful`` / ``eval_harmless`` when given, else on the prompts
-    held out from the directions. The first trial is the layer scan's pick applied the default way
+    Trials are scored on ``eval_harmful`` / ``eval_harmless`` when both are given (the directions
+    then take every prompt of ``prompts``, the layer scan a few of the evaluation ones), else on
+    the prompts held out from the directions. The first trial is the layer scan's pick applied the default way
     (``options.choice_tokens`` is not used: the measured choice is left to the search). The
     directions are computed by the process that creates the study and stored in it, so every
     process (a resumed run, a ``worker``) searches the same ones. A ``worker`` only adds trials:
@@ -246,16 +254,21 @@ def optimize(model: torch.nn.Module, tokenizer: object, source: ModelSource, pro
         check_prompt_lengths(tokenizer, [*(eval_harmful or []), *(eval_harmless or [])],
                              max_tokens=options.max_prompt_tokens, system_prompt=options.system_prompt,
                              context=model_context(model))
+    fraction = options.held_out_fraction or 0.25
+    scan_prompts = None
     if eval_harmful is None or eval_harmless is None:
-        fraction = options.held_out_fraction or 0.25
         eval_harmful = eval_harmful or split_held_out(prompts.harmful, fraction, options.seed)[1]
         eval_harmless = eval_harmless or split_held_out(prompts.harmless, fraction, options.seed)[1]
+    else:  # trials are scored on prompts of their own: the directions take every prompt, the scan a few eval ones
+        scan_size = max(1, round(fraction * len(prompts.harmful)))
+        scan_prompts = (eval_harmful[:scan_size], eval_harmless[:scan_size])
+
     def directions() -> RefusalDirections:  # only when this process creates the study
         # the layer scan's pick, not the default run's measured choice: the search measures settings
         # itself, on its own prompts, and its start-up trials already hold stronger ones (on the
         # fixture the measured choice cost 8 of a 53-minute run for one trial's worth of information)
         return compute(model, tokenizer, source, prompts, options=replace(options, choice_tokens=0),
-                       progress=progress)
+                       progress=progress, scan_prompts=scan_prompts)
 
     study, artifact = open_search(search, source.id, eval_harmful, eval_harmless, directions)
     artifact.check_fits(Architecture.from_config(model.config))
@@ -484,7 +497,8 @@ REMOVED_SHARE, PARTLY_SHARE, DAMAGING_KL = 0.25, 0.6, 0.5
 def check_run(model: torch.nn.Module, tokenizer: object, artifact: RefusalDirections, prompts: PromptLists, *,
               options: ComputeOptions, max_new_tokens: int = FINAL_MAX_NEW_TOKENS, max_prompts: int = 100,
               xstest: XSTestPrompts | None = None, capability: CapabilitySettings | None = None,
-              judge: str | None = None, judge_label: str | None = None) -> RunCheck:
+              judge: str | None = None, judge_label: str | None = None,
+              scored_on: tuple[Sequence[str], Sequence[str]] | None = None) -> RunCheck:
     """Answer held-out prompts with the loaded original, then with the same model edited in memory as
     the artifact's settings say, and judge the result. The model is left edited.
 
@@ -492,9 +506,16 @@ def check_run(model: torch.nn.Module, tokenizer: object, artifact: RefusalDirect
     the direction); at most ``max_prompts`` per side. ``xstest`` adds over-refusal on XSTest's safe
     prompts, ``capability`` lm-eval tasks, both measured on the same model before and after the edit;
     ``judge`` (a text-classification model) counts the harmful answers' refusals as a second opinion.
+    ``scored_on`` (harmful, harmless) are a search's own evaluation prompts: its directions took every
+    prompt of ``prompts``, none of which is held out any more, so the check answers these instead.
     """
     start = time.time()
-    harmful, harmless = held_out(prompts, options=options, max_prompts=max_prompts)
+    if scored_on is None:
+        harmful, harmless = held_out(prompts, options=options, max_prompts=max_prompts)
+        sources = {side: f"held out from {prompts.source(side)}" for side in ("harmful", "harmless")}
+    else:
+        harmful, harmless = list(scored_on[0])[:max_prompts], list(scored_on[1])[:max_prompts]
+        sources = {side: "the search's evaluation prompts" for side in ("harmful", "harmless")}
     settings = EvaluationSettings(max_new_tokens=max_new_tokens, batch_size=options.batch_size,
                                   system_prompt=options.system_prompt, max_prompt_tokens=options.max_prompt_tokens,
                                   judge=judge, judge_label=judge_label)
@@ -508,9 +529,7 @@ def check_run(model: torch.nn.Module, tokenizer: object, artifact: RefusalDirect
                     capability=capability)
     results = results_record(after, before, harmful, harmless, settings=settings,
                              model_name="abliterated (the edit, in memory)", reference_name="original",
-                             prompt_sources={side: f"held out from {prompts.source(side)}"
-                                             for side in ("harmful", "harmless")}, xstest=xstest,
-                             capability=capability)
+                             prompt_sources=sources, xstest=xstest, capability=capability)
     verdict, advice = judge_run(results)
     return RunCheck(results, round(time.time() - start, 1), verdict, advice)
 

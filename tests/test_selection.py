@@ -121,3 +121,37 @@ def test_the_choice_can_count_on_the_held_out_prompts_instead():
     assert selection.held_out_harmful == artifact.metadata.prompts.held_out_harmful.count == 4
     assert selection.choice_harmful.source == "held out"
     assert selection.choice_harmful.hash == artifact.metadata.prompts.held_out_harmful.hash
+
+
+def test_a_search_with_its_own_evaluation_prompts_builds_its_directions_from_every_prompt(tmp_path):
+    """`run --optimize --eval-harmful --eval-harmless` holds no prompt back: the directions are those of
+    every prompt, the layer scan reads the evaluation prompts, and the run's check answers them too."""
+    from forge_hub.abliterate.search import SearchOptions
+    from forge_hub.pipeline import check_run, optimize
+
+    model, tok = make_model("llama"), make_tokenizer()
+    prompts = PromptLists(HARMFUL * 2, HARMLESS * 2, "test harmful", "test harmless")
+    source = ModelSource(id="tiny", kind="local")
+    whole = compute(model, tok, source, prompts, options=ComputeOptions(batch_size=4, layer=2, held_out_fraction=0.0),
+                    progress=False)
+    split = compute(model, tok, source, prompts, options=ComputeOptions(batch_size=4, choice_tokens=0), progress=False)
+    assert split.metadata.prompts.harmful.count == 12 and not torch.allclose(split.harmful_mean, whole.harmful_mean)
+
+    eval_harmful, eval_harmless = HARMFUL[:6], HARMLESS[:6]
+    outcome = optimize(model, tok, source, prompts, options=ComputeOptions(batch_size=4),
+                       search=SearchOptions(trials=1, storage=tmp_path / "study.db", max_new_tokens=2, batch_size=4),
+                       eval_harmful=eval_harmful, eval_harmless=eval_harmless, progress=False)
+    meta = outcome.artifact.metadata
+    assert meta.prompts.harmful.count == 16 and meta.prompts.harmless.count == 16
+    assert torch.allclose(outcome.artifact.harmful_mean, whole.harmful_mean)
+    assert torch.allclose(outcome.artifact.harmless_mean, whole.harmless_mean)
+    # the scan scored as many evaluation prompts as a held-out quarter would hold (4 of 16)
+    assert meta.prompts.held_out_harmful.hash == prompts_hash(eval_harmful[:4])
+    assert meta.prompts.held_out_harmless.hash == prompts_hash(eval_harmless[:4])
+    assert meta.selection.how == "measured"
+
+    check = check_run(model, tok, outcome.artifact, prompts, options=ComputeOptions(batch_size=4), max_new_tokens=2,
+                      scored_on=(eval_harmful, eval_harmless))
+    assert check.results.harmful_count == 6 and check.results.harmless_count == 6
+    assert {check.results.prompts[side].source for side in ("harmful", "harmless")} == \
+        {"the search's evaluation prompts"}

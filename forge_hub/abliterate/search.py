@@ -52,9 +52,13 @@ DEFAULT_PICK_MAX_KL = 0.12
 # floor as a fraction of the peak). It is where Heretic's best trial on the refusing fixture edited,
 # in forge-hub's terms (there 1/100 refusals at KL 0.097, Heretic's own 0.095; better than any trial of
 # forge-hub's earlier searches); a ladder of strengths along it lays out a front from strong to light
-# edits within the first trials, which the sampler then refines.
+# edits within the first trials, which the sampler then refines. The ladder starts just below the band's
+# own strength and ends at a light touch: with directions from all 128 comparison prompts, 0.9 beat 1.0
+# on both refusing fixtures (fixture 1/100 at KL 0.088 against 1/100 at 0.098; second model 5/100 at
+# 0.085 against 5/100 at 0.094), and 0.15 (about half the refusals left at KL 0.006) holds the light
+# end that Heretic's front reaches and the sampler seldom visits.
 UPPER_BAND = {ATTN: (1.3, 0.9, 0.18, 0.77), MLP: (1.05, 0.83, 0.24, 0.28)}
-BAND_LADDER = (1.0, 0.8, 0.6, 0.4, 0.25)
+BAND_LADDER = (0.9, 0.8, 0.6, 0.4, 0.25, 0.15)
 PROCESS = f"{socket.gethostname()}:{os.getpid()}"  # which worker scored a trial
 
 

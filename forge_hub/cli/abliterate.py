@@ -149,8 +149,7 @@ def _optimize(args: argparse.Namespace):
     from forge_hub.prompts.sources import load_prompts
 
     prompts = _load_prompts(args)
-    eval_harmful = load_prompts(args.eval_harmful, column=args.column) if args.eval_harmful else None
-    eval_harmless = load_prompts(args.eval_harmless, column=args.column) if args.eval_harmless else None
+    eval_harmful, eval_harmless = _eval_prompts(args)
     markers = tuple(load_prompts(args.refusal_markers)) if args.refusal_markers else None
     model, tokenizer, src = load_model_from(args)
     location = StudyLocation.parse(args.study or f"forge-hub-{_model_name(src)}.study.db")
@@ -181,6 +180,21 @@ def _optimize(args: argparse.Namespace):
     print(f"study: {location.describe()} (run again with --trials N to continue, or --pick TRIAL to choose another "
           "trial)")
     return outcome.artifact, model, tokenizer, prompts
+
+
+def _eval_prompts(args: argparse.Namespace) -> tuple[list[str] | None, list[str] | None]:
+    """The search's own evaluation prompts (--eval-harmful, --eval-harmless), each None when not given."""
+    from forge_hub.prompts.sources import load_prompts
+
+    return tuple(load_prompts(path, column=args.column) if path else None  # type: ignore[return-value]
+                 for path in (args.eval_harmful, args.eval_harmless))
+
+
+def _scored_on(args: argparse.Namespace) -> tuple[list[str], list[str]] | None:
+    """A search's evaluation prompts when it had both of its own: its directions then used every
+    prompt (pipeline.optimize), so the run's checks answer these rather than a held-out part."""
+    harmful, harmless = _eval_prompts(args) if args.optimize else (None, None)
+    return (harmful, harmless) if harmful is not None and harmless is not None else None
 
 
 def _model_name(src) -> str:
@@ -267,10 +281,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
                    extra_files={CONFIG_FILE: config_file_text("run", args)})
     _print_apply_summary(report, settings, None)
     if args.evaluate:
+        scored_on = _scored_on(args)
         check = check_run(model, tokenizer, artifact, prompts, options=compute_options(args),
                           max_new_tokens=args.check_tokens, xstest=xstest, capability=capability,
-                          judge=args.judge, judge_label=args.judge_label)
-        _print_check(check, searched=args.optimize and not args.eval_harmful, gguf=report.output / Path(args.model).name
+                          judge=args.judge, judge_label=args.judge_label, scored_on=scored_on)
+        searched = args.optimize and (scored_on is not None or not args.eval_harmful)
+        _print_check(check, searched=searched, gguf=report.output / Path(args.model).name
                      if str(args.model).endswith(".gguf") and not args.to_safetensors else None)
     print(f"\nwrote {report.output} in {time.time() - start:.0f}s")
     if args.push_to:
@@ -299,18 +315,22 @@ def _run_worker(args: argparse.Namespace) -> int:
 
 
 def _gguf_check(args: argparse.Namespace, prompts, xstest):
-    """The run's GGUF files measured on the run's held-out prompts, against the run's source model."""
+    """The run's GGUF files measured on the run's held-out prompts (or its search's own evaluation
+    prompts, see _scored_on), against the run's source model."""
     from forge_hub.evaluation.compare import EvaluationSettings
     from forge_hub.evaluation.gguf_check import GGUFCheckOptions
     from forge_hub.pipeline import held_out
 
-    harmful, harmless = held_out(prompts, options=compute_options(args))
+    scored_on = _scored_on(args)
+    harmful, harmless = (scored_on[0][:100], scored_on[1][:100]) if scored_on \
+        else held_out(prompts, options=compute_options(args))
+    sources = {side: "the search's evaluation prompts" if scored_on else f"held out from {prompts.source(side)}"
+               for side in ("harmful", "harmless")}
     settings = EvaluationSettings(max_new_tokens=args.check_tokens, batch_size=args.batch_size,
                                   system_prompt=args.system_prompt, max_prompt_tokens=args.max_prompt_tokens)
     return GGUFCheckOptions(reference=args.model, reference_revision=args.revision, harmful=harmful,
                             harmless=harmless, xstest=xstest, settings=settings, dtype=args.dtype,
-                            prompt_sources={side: f"held out from {prompts.source(side)}"
-                                            for side in ("harmful", "harmless")}).check()
+                            prompt_sources=sources).check()
 
 
 def _print_check(check, *, searched: bool, gguf: Path | None) -> None:
