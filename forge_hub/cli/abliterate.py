@@ -105,7 +105,8 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
                    help=f"default pick: the fewest refusals among trials with KL at most this "
                         f"(default {DEFAULT_PICK_MAX_KL:g})")
     g.add_argument("--eval-harmful", help="harmful prompts that score trials (default: the held-out prompts)")
-    g.add_argument("--eval-harmless", help="harmless prompts that score trials (default: the held-out prompts)")
+    g.add_argument("--eval-harmless", help="harmless prompts that score trials (default: the held-out prompts); "
+                                           "with both --eval options, no prompt is held out of the directions")
     g.add_argument("--search-tokens", type=int, default=24, help="answer length while searching (default 24)")
     g.add_argument("--search-space", choices=SEARCH_SPACES, default="focused",
                    help="focused (default): leaves out what loses on the refusing fixtures (mean-difference "
