@@ -19,6 +19,9 @@ With --work, each side's finished run is kept and reused, so the two sides may a
 same time, one core each, as two invocations (--heretic-only, and --markers-from-heretic for
 forge-hub's side); a last invocation with --heretic then only reads and compares them.
 
+Extra `forge-hub run` flags go after `--` (an ablation: `-- --search-space wide`); they are stored
+with forge-hub's side and printed beside its figures.
+
 Without --heretic, only forge-hub runs. Needs ../shared; exits 0 with a note where it is absent.
 """
 
@@ -127,7 +130,7 @@ def heretic_markers(heretic: Path) -> list[str]:
 
 
 def run_forge_hub(fixture: Path, files: dict[str, Path], work: Path, trials: int, tokens: int,
-                  markers: Path | None) -> dict:
+                  markers: Path | None, extra: list[str]) -> dict:
     study = work / "forge-hub.study.db"
     timing = work / "forge-hub-seconds.json"
     if timing.exists():  # finished in an earlier run with this --work folder: read it again
@@ -139,14 +142,15 @@ def run_forge_hub(fixture: Path, files: dict[str, Path], work: Path, trials: int
            "--out", str(work / "forge-hub-out")]
     if markers is not None:
         cmd += ["--refusal-markers", str(markers)]
+    cmd += extra
     print("$", " ".join(cmd), flush=True)
     with open(work / "forge-hub.log", "w") as log, Timer() as timer:
         subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **ONE_THREAD})
-    timing.write_text(json.dumps(timer.figures()))
-    return _read_forge_hub(work, **timer.figures())
+    timing.write_text(json.dumps({**timer.figures(), "flags": extra}))
+    return _read_forge_hub(work, **timer.figures(), flags=extra)
 
 
-def _read_forge_hub(work: Path, seconds: float, cpu_seconds: float) -> dict:
+def _read_forge_hub(work: Path, seconds: float, cpu_seconds: float, flags: list[str] | None = None) -> dict:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -154,7 +158,7 @@ def _read_forge_hub(work: Path, seconds: float, cpu_seconds: float) -> dict:
     points = [tuple(t.values) for t in trials_done if t.values]
     picked = json.loads((work / "forge-hub-out" / "refusal.json").read_text())["search"]
     return {"seconds": seconds, "cpu_seconds": cpu_seconds, "trials": len(points), "front": pareto(points),
-            "picked": (picked["refusals"], picked["kl"], picked["trial"])}
+            "picked": (picked["refusals"], picked["kl"], picked["trial"]), "flags": flags or []}
 
 
 def main() -> int:
@@ -174,6 +178,7 @@ def main() -> int:
                         help="run Heretic's side into --work and stop (forge-hub's side reuses it later)")
     parser.add_argument("--rerun-forge-hub", action="store_true",
                         help="discard a finished forge-hub side in --work and run it again")
+    parser.add_argument("forge_hub_flags", nargs="*", help="extra `forge-hub run` flags (after --)")
     args = parser.parse_args()
     if not shared_available():
         print("skipped: ../shared (fixture and prompt lists) is not here")
@@ -201,7 +206,8 @@ def main() -> int:
             if args.heretic_only:
                 print(json.dumps(results["heretic"]))
                 return 0
-    results["forge-hub"] = run_forge_hub(fixture, files, work, args.trials, args.tokens, markers_file)
+    results["forge-hub"] = run_forge_hub(fixture, files, work, args.trials, args.tokens, markers_file,
+                                         args.forge_hub_flags)
 
     # forge-hub's pick, measured again with forge-hub's own markers and 40 tokens (once per forge-hub side)
     evaluation = work / "forge-hub-eval.json"
@@ -217,7 +223,8 @@ def main() -> int:
     print("| tool | CPU time (one thread) | wall time | Pareto front (refusals/100 at KL) |\n|---|---|---|---|")
     for tool, r in results.items():
         front = ", ".join(f"{int(round(a))} at {b:.3f}" for a, b in r["front"])
-        print(f"| {tool} | {r['cpu_seconds'] / 60:.1f} min | {r['seconds'] / 60:.1f} min | {front} |")
+        name = " ".join([tool, *r.get("flags", [])])
+        print(f"| {name} | {r['cpu_seconds'] / 60:.1f} min | {r['seconds'] / 60:.1f} min | {front} |")
     if "heretic" in results:
         ours = results["forge-hub"]["front"]
         beaten = [pt for pt in results["heretic"]["front"] if not any(a <= pt[0] and b <= pt[1] for a, b in ours)]
