@@ -194,3 +194,41 @@ def test_pick_rule_and_choice(tmp_path):
     assert [line.split("|")[1].strip() for line in table.splitlines()[2:]] == ["4", "5 (picked)", "3", "0"]
     png = plot_front(study, tmp_path / "front.png", pick_trial(study, 100, max_kl=0.2)[0])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_a_queued_trial_another_worker_finished_first_is_dropped_not_fatal(tmp_path, monkeypatch):
+    """Two workers on one SQLite study can both take the same queued trial (its queue has no lock);
+    the one telling second gets "Cannot tell a COMPLETE trial" from Optuna and must go on."""
+    import forge_hub.abliterate.search as search
+
+    model, tok = make_model("llama"), make_tokenizer()
+    artifact = random_artifact()
+    scored, finished_by_other = [], []
+    real = search.TrialEvaluator.__call__
+
+    def racing(self, art, settings, bound=lambda kl: None):
+        result = real(self, art, settings, bound)
+        scored.append(result)
+        if len(scored) == 2:  # the other worker tells this same trial first, with its own figures
+            other = optuna.load_study(study_name="forge-hub", storage=f"sqlite:///{tmp_path / 'study.db'}")
+            running = [t for t in other.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING]
+            other.tell(running[0].number, [99.0, 9.0])
+            finished_by_other.append(running[0].number)
+        return result
+
+    monkeypatch.setattr(search.TrialEvaluator, "__call__", racing)
+    study = run_search(model, tok, artifact, HARMFUL, HARMLESS, options(tmp_path, trials=4), progress=False)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 4 and len(scored) == 4  # the other worker's tell is one of the four; ours dropped
+    assert study.trials[finished_by_other[0]].values == [99.0, 9.0]  # the first tell stands
+
+
+def test_only_a_trial_finished_by_someone_else_counts_as_finished_elsewhere(tmp_path):
+    """Any other error telling a trial (it is still running: the tell itself failed) is not swallowed."""
+    from forge_hub.abliterate.search import _finished_elsewhere
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", directions=["minimize", "minimize"])
+    running = study.ask()
+    assert not _finished_elsewhere(study, [running.number]) and not _finished_elsewhere(study, [])
+    study.tell(running, [1.0, 0.1])
+    assert _finished_elsewhere(study, [running.number])

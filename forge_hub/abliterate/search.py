@@ -298,7 +298,10 @@ def run_search(model: torch.nn.Module, tokenizer: object, artifact: RefusalDirec
     variants = {m: artifact.with_method(m) for m in space.methods}
     evaluator: TrialEvaluator | None = None
 
+    scoring: list[int] = []  # the number of the trial this process is scoring
+
     def objective(trial: optuna.Trial) -> tuple[float, float]:
+        scoring[:] = [trial.number]
         if is_surplus(study, trial, options.trials):
             trial.set_user_attr("surplus", True)  # pruned, not failed: nothing went wrong
             raise optuna.TrialPruned
@@ -328,7 +331,11 @@ def run_search(model: torch.nn.Module, tokenizer: object, artifact: RefusalDirec
             if counts.waiting or counts.complete + counts.running < options.trials:
                 if evaluator is None:  # the reference pass, only once there is a trial to score
                     evaluator = TrialEvaluator(model, tokenizer, harmful, harmless, options)
-                study.optimize(objective, n_trials=1, gc_after_trial=False)
+                try:
+                    study.optimize(objective, n_trials=1, gc_after_trial=False)
+                except ValueError:  # "Cannot tell a COMPLETE trial": see _finished_elsewhere
+                    if not _finished_elsewhere(study, scoring):
+                        raise
             else:
                 bar.set_postfix_str(f"waiting for {counts.running} trial(s) running elsewhere")
                 time.sleep(poll_seconds)
@@ -337,6 +344,15 @@ def run_search(model: torch.nn.Module, tokenizer: object, artifact: RefusalDirec
             evaluator.restore()
         bar.close()
     return study
+
+
+def _finished_elsewhere(study: optuna.Study, scoring: list[int]) -> bool:
+    """Whether the trial this process just scored was finished first by another process. Optuna's
+    SQLite storage cannot lock its queue of waiting trials, so two workers starting together can
+    both take the same queued trial; the first result told stands and the second is dropped (seen
+    in the fresh-clone test run, two workers on one SQLite study: "Cannot tell a COMPLETE trial")."""
+    mine = [t for t in study.get_trials(deepcopy=False) if scoring and t.number == scoring[0]]
+    return bool(mine) and mine[0].state.is_finished()
 
 
 def _refusal_bound(study: optuna.Study, kl: float) -> float | None:
