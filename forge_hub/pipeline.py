@@ -131,7 +131,7 @@ def compute(model: torch.nn.Module, tokenizer: object, source: ModelSource, prom
     counts, hashes) and the chosen layer with the settings ``apply`` will use. ``scan_prompts``
     (harmful, harmless) score the layers instead of a held-out part of ``prompts``, which then
     all go into the directions: a search that brings its own evaluation prompts has no reason to
-    hold any back (on the second refusing fixture, directions from all 128 prompts instead of 96
+    hold any back (on the second refusing model, directions from all 128 prompts instead of 96
     took its strongest start-up trial from 7 to 5 refusals in 100 at the same KL).
 
     Example::

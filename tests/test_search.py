@@ -232,3 +232,16 @@ def test_only_a_trial_finished_by_someone_else_counts_as_finished_elsewhere(tmp_
     assert not _finished_elsewhere(study, [running.number]) and not _finished_elsewhere(study, [])
     study.tell(running, [1.0, 0.1])
     assert _finished_elsewhere(study, [running.number])
+
+
+def test_a_value_error_while_scoring_a_trial_is_not_swallowed(tmp_path, monkeypatch):
+    """Only Optuna's refusal to tell a trial someone else finished is dropped; a bug in scoring stops the run."""
+    import forge_hub.abliterate.search as search
+
+    def broken(self, art, settings, bound=lambda kl: None):
+        raise ValueError("a bug in scoring")
+
+    monkeypatch.setattr(search.TrialEvaluator, "__call__", broken)
+    with pytest.raises(ValueError, match="a bug in scoring"):
+        run_search(make_model("llama"), make_tokenizer(), random_artifact(), HARMFUL, HARMLESS,
+                   options(tmp_path, trials=2), progress=False)

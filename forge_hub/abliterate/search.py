@@ -333,8 +333,9 @@ def run_search(model: torch.nn.Module, tokenizer: object, artifact: RefusalDirec
                     evaluator = TrialEvaluator(model, tokenizer, harmful, harmless, options)
                 try:
                     study.optimize(objective, n_trials=1, gc_after_trial=False)
-                except ValueError:  # "Cannot tell a COMPLETE trial": see _finished_elsewhere
-                    if not _finished_elsewhere(study, scoring):
+                except ValueError as error:  # Optuna's "Cannot tell a COMPLETE trial": see _finished_elsewhere
+                    # (a ValueError of the scoring itself also ends as a finished, failed trial: it is not swallowed)
+                    if not (str(error).startswith("Cannot tell a") and _finished_elsewhere(study, scoring)):
                         raise
             else:
                 bar.set_postfix_str(f"waiting for {counts.running} trial(s) running elsewhere")
