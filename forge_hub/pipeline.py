@@ -510,12 +510,7 @@ def check_run(model: torch.nn.Module, tokenizer: object, artifact: RefusalDirect
     prompt of ``prompts``, none of which is held out any more, so the check answers these instead.
     """
     start = time.time()
-    if scored_on is None:
-        harmful, harmless = held_out(prompts, options=options, max_prompts=max_prompts)
-        sources = {side: f"held out from {prompts.source(side)}" for side in ("harmful", "harmless")}
-    else:
-        harmful, harmless = list(scored_on[0])[:max_prompts], list(scored_on[1])[:max_prompts]
-        sources = {side: "the search's evaluation prompts" for side in ("harmful", "harmless")}
+    harmful, harmless, sources = check_prompts(prompts, options=options, max_prompts=max_prompts, scored_on=scored_on)
     settings = EvaluationSettings(max_new_tokens=max_new_tokens, batch_size=options.batch_size,
                                   system_prompt=options.system_prompt, max_prompt_tokens=options.max_prompt_tokens,
                                   judge=judge, judge_label=judge_label)
@@ -534,12 +529,19 @@ def check_run(model: torch.nn.Module, tokenizer: object, artifact: RefusalDirect
     return RunCheck(results, round(time.time() - start, 1), verdict, advice)
 
 
-def held_out(prompts: PromptLists, *, options: ComputeOptions, max_prompts: int = 100) -> tuple[list[str], list[str]]:
-    """The prompts a run kept aside from its directions (at most ``max_prompts`` per side): what its
-    check, and the check of the GGUF files it publishes, answer."""
+def check_prompts(prompts: PromptLists, *, options: ComputeOptions, max_prompts: int = 100,
+                  scored_on: tuple[Sequence[str], Sequence[str]] | None = None,
+                  ) -> tuple[list[str], list[str], dict[str, str]]:
+    """What a run's check, and the check of the GGUF files it publishes, answer (at most ``max_prompts``
+    per side), with where each side came from: the prompts kept aside from its directions, or
+    ``scored_on``, a search's own evaluation prompts, when its directions took every prompt."""
+    if scored_on is not None:
+        return (list(scored_on[0])[:max_prompts], list(scored_on[1])[:max_prompts],
+                {side: "the search's evaluation prompts" for side in ("harmful", "harmless")})
     fraction = options.held_out_fraction or 0.25
     return (split_held_out(prompts.harmful, fraction, options.seed)[1][:max_prompts],
-            split_held_out(prompts.harmless, fraction, options.seed)[1][:max_prompts])
+            split_held_out(prompts.harmless, fraction, options.seed)[1][:max_prompts],
+            {side: f"held out from {prompts.source(side)}" for side in ("harmful", "harmless")})
 
 
 def judge_run(results: EvaluationResults) -> tuple[str, list[str]]:

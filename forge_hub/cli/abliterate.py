@@ -281,8 +281,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                    gguf_output="safetensors" if args.to_safetensors else "gguf",
                    extra_files={CONFIG_FILE: config_file_text("run", args)})
     _print_apply_summary(report, settings, None)
+    scored_on = _scored_on(args)  # what the checks answer when a search had prompts of its own
     if args.evaluate:
-        scored_on = _scored_on(args)
         check = check_run(model, tokenizer, artifact, prompts, options=compute_options(args),
                           max_new_tokens=args.check_tokens, xstest=xstest, capability=capability,
                           judge=args.judge, judge_label=args.judge_label, scored_on=scored_on)
@@ -295,7 +295,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from forge_hub.hub.push import print_result
 
         # the GGUF files answer XSTest only when --xstest names it, as with push --gguf (250 more answers a file)
-        check = _gguf_check(args, prompts, xstest if args.xstest else None) if args.gguf and args.gguf_check else None
+        check = _gguf_check(args, prompts, xstest if args.xstest else None, scored_on) \
+            if args.gguf and args.gguf_check else None
         del model, tokenizer  # the GGUF check loads models of its own, one at a time
         print_result(push(args.out, args.push_to, token=token, private=args.private, exist_ok=args.exist_ok,
                           gguf_types=args.gguf, gguf_repo=gguf_repo(args, args.push_to), gguf_check=check,
@@ -315,18 +316,14 @@ def _run_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _gguf_check(args: argparse.Namespace, prompts, xstest):
-    """The run's GGUF files measured on the run's held-out prompts (or its search's own evaluation
-    prompts, see _scored_on), against the run's source model."""
+def _gguf_check(args: argparse.Namespace, prompts, xstest, scored_on):
+    """The run's GGUF files measured on the prompts the run's own check answers (pipeline.check_prompts),
+    against the run's source model."""
     from forge_hub.evaluation.compare import EvaluationSettings
     from forge_hub.evaluation.gguf_check import GGUFCheckOptions
-    from forge_hub.pipeline import held_out
+    from forge_hub.pipeline import check_prompts
 
-    scored_on = _scored_on(args)
-    harmful, harmless = (scored_on[0][:100], scored_on[1][:100]) if scored_on \
-        else held_out(prompts, options=compute_options(args))
-    sources = {side: "the search's evaluation prompts" if scored_on else f"held out from {prompts.source(side)}"
-               for side in ("harmful", "harmless")}
+    harmful, harmless, sources = check_prompts(prompts, options=compute_options(args), scored_on=scored_on)
     settings = EvaluationSettings(max_new_tokens=args.check_tokens, batch_size=args.batch_size,
                                   system_prompt=args.system_prompt, max_prompt_tokens=args.max_prompt_tokens)
     return GGUFCheckOptions(reference=args.model, reference_revision=args.revision, harmful=harmful,
