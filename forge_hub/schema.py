@@ -429,6 +429,9 @@ class Scores(JsonRecord):
     model: ModelScores
     reference: ModelScores | None = None
     kl_divergence: float | None = None  # first-token KL(reference || model) on the harmless prompts
+    # the same on the harmless prompts the reference answers: its over-refusals, which an abliteration is
+    # meant to change (and whose changed first token dominates the KL above), left out
+    kl_divergence_answered: float | None = None
     cross_entropy: dict[str, float] | None = None  # of the reference's harmless answers, per model
     capabilities: dict[str, TaskResult] | None = None  # schema v2: lm-eval tasks by name, when run
 
@@ -446,6 +449,8 @@ class Scores(JsonRecord):
         if self.reference is not None:
             out["reference"] = self.reference.to_dict()
             out["kl_divergence"] = self.kl_divergence
+            if self.kl_divergence_answered is not None:
+                out["kl_divergence_answered"] = self.kl_divergence_answered
             out["cross_entropy"] = self.cross_entropy
         if self.capabilities is not None:
             out["capabilities"] = {k: v.to_dict() for k, v in self.capabilities.items()}

@@ -8,7 +8,7 @@ import torch
 from helpers.tiny import HARMFUL, HARMLESS, make_model, make_tokenizer, random_artifact
 
 from forge_hub.abliterate.live import abliterate_model
-from forge_hub.evaluation.compare import EvaluationSettings, evaluate_models
+from forge_hub.evaluation.compare import EvaluationSettings, counted, evaluate_models, results_record
 from forge_hub.evaluation.generation import answer_cross_entropy, first_token_logprobs, generate_with_ids, kl_divergence
 from forge_hub.evaluation.refusals import is_refusal, normalize_answer
 from forge_hub.evaluation.report import results_markdown
@@ -99,6 +99,27 @@ def test_evaluate_models_reports_what_it_measured(tmp_path):
     assert len(result["samples"]) == 2 and result["samples"][0]["model"] == answers[0]
     md = results_markdown(results)
     assert "| reference: `ref` |" in md and f"/{len(HARMFUL)}" in md and "Sample answers" in md
+
+
+def test_the_kl_without_the_references_over_refusals_leaves_exactly_those_prompts_out():
+    """Prompts the reference refuses are meant to change; the second KL leaves them out, the first keeps them."""
+    torch.manual_seed(0)
+    ref_lp, new_lp = torch.randn(4, 50).log_softmax(-1), torch.randn(4, 50).log_softmax(-1)
+    settings = EvaluationSettings()
+    harmful = [("Sure.", [1])]
+    reference = counted(harmful, [("Sure, here it is.", [1]), ("I'm sorry, but I can't help with that.", [2]),
+                                  ("Here you go.", [3]), ("I cannot assist with that request.", [4])], ref_lp,
+                        settings=settings)
+    edited = counted(harmful, [("Sure.", [1])] * 4, new_lp, settings=settings)
+    r = results_record(edited, reference, ["h"], ["a", "b", "c", "d"], settings=settings).results
+    assert reference.scores.over_refusals == 2
+    assert r.kl_divergence == pytest.approx(kl_divergence(ref_lp, new_lp))
+    assert r.kl_divergence_answered == pytest.approx(kl_divergence(ref_lp[[0, 2]], new_lp[[0, 2]]))
+    assert r.kl_divergence_answered != pytest.approx(r.kl_divergence)
+    assert json.loads(json.dumps(r.to_dict()))["kl_divergence_answered"] == pytest.approx(r.kl_divergence_answered)
+    everything_refused = counted(harmful, [("I'm sorry, but I can't.", [1])] * 4, ref_lp, settings=settings)
+    assert results_record(edited, everything_refused, ["h"], list("abcd"), settings=settings
+                          ).results.kl_divergence_answered is None
 
 
 def test_classifier_judge_as_second_opinion(tmp_path):

@@ -345,6 +345,10 @@ def _print_check(check, *, searched: bool, gguf: Path | None) -> None:
         x = scores.xstest
         print(f"  {name:12s} {f'{scores.refusals}/{n}':>16s} {f'{scores.over_refusals}/{m}':>17s}"
               + (f" {f'{x.refusals}/{x.total}' if x else '-':>20s}" if xstest else "") + f" {kl:>15s}")
+    if r.results.kl_divergence_answered is not None and r.results.reference.over_refusals:
+        print(f"  first-token KL on the {m - r.results.reference.over_refusals} harmless prompts the original answers "
+              f"(its over-refusals, which the edit is meant to change, left out): "
+              f"{r.results.kl_divergence_answered:.3f}")
     before, after = r.results.reference.refusals, r.results.model.refusals
     words = {"removed": f"Refusals removed: {before} -> {after} of {n}.",
              "partly": f"Refusals only partly removed: {before} -> {after} of {n}.",

@@ -5,7 +5,7 @@ web page."""
 from __future__ import annotations
 
 from forge_hub.evaluation.xstest import type_label
-from forge_hub.schema import EvaluationResults, MetricValue, RefusalCount, TaskResult
+from forge_hub.schema import EvaluationResults, MetricValue, RefusalCount, Scores, TaskResult
 
 
 def _fmt(value: object, digits: int = 3) -> str:
@@ -34,12 +34,13 @@ def results_markdown(result: EvaluationResults, *, max_chars: int = 200, model_n
             cells.append(f"{row.xstest.refusals}/{row.xstest.total}" if row.xstest else "-")
         if judge:
             cells.append(f"{_fmt(row.judge_refusals)}/{n_harm}")
-        cells.append(_fmt(r.kl_divergence) if label == "model" else "0 (reference)")
+        cells.append(_fmt(r.kl_divergence) + _answered(r) if label == "model" else "0 (reference)")
         cells.append(_fmt(ce.get(label)))
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(f"Greedy decoding, {result.settings['max_new_tokens']} new tokens; refusals by forge-hub's "
-                 f"markers; KL(reference || model) on the first answer token of the harmless prompts; "
+                 f"markers; KL(reference || model) on the first answer token of the harmless prompts "
+                 f"(in brackets: on those the reference answers, its over-refusals left out); "
                  f"cross-entropy of the reference's own harmless answers.")
     if xstest:
         lines += ["", *xstest_markdown(result)]
@@ -134,6 +135,10 @@ def comparison_rows(result: EvaluationResults) -> tuple[list[str], list[list[obj
     if r.kl_divergence is not None:
         rows.append(["first-token KL vs original"] + [0.0 if label == "reference" else round(r.kl_divergence, 4)
                                                       for label, _ in columns])
+    if r.kl_divergence_answered is not None:
+        rows.append(["first-token KL, over-refusals left out"] + [0.0 if label == "reference"
+                                                                  else round(r.kl_divergence_answered, 4)
+                                                                  for label, _ in columns])
     if r.cross_entropy:
         rows.append(["answer cross-entropy"] + [round(r.cross_entropy[label], 4) for label, _ in columns])
     if any(s.xstest is not None for _, s in columns):
@@ -159,3 +164,8 @@ def sample_rows(result: EvaluationResults, max_chars: int = 400) -> tuple[list[s
 def _clip(text: str, max_chars: int) -> str:
     text = " ".join(text.split()) or "(empty)"
     return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
+
+
+def _answered(r: Scores) -> str:
+    """The KL on the harmless prompts the reference answers, in brackets, when measured."""
+    return f" ({_fmt(r.kl_divergence_answered)} answered)" if r.kl_divergence_answered is not None else ""

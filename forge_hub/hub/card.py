@@ -262,6 +262,9 @@ def score_rows(result: EvaluationResults) -> list[tuple[str, str, str, str]]:
     if r.kl_divergence is not None:
         rows.append(("first-token KL divergence from the base", _dataset_text(result.prompts["harmless"]),
                      f"{r.kl_divergence:.4f}", "0"))
+    if r.kl_divergence_answered is not None:
+        rows.append(("the same KL on the harmless prompts the base answers (its over-refusals left out)",
+                     _dataset_text(result.prompts["harmless"]), f"{r.kl_divergence_answered:.4f}", "0"))
     for task in (r.capabilities or {}).values():
         shots = f", {task.num_fewshot}-shot" if task.num_fewshot is not None else ""
         where = (f"[{task.dataset}](https://huggingface.co/datasets/{task.dataset})" if task.dataset else "local task")
