@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
@@ -66,6 +66,7 @@ class Measurement:
     harmless_logprobs: torch.Tensor
     xstest_answers: list[str] | None = None
     tasks: TaskRun | None = None  # capability tasks, when run
+    harmless_refused: list[bool] = field(default_factory=list)  # which harmless answers are refusals
 
 
 def measure(model: torch.nn.Module, tokenizer: object, harmful: Sequence[str], harmless: Sequence[str], *,
@@ -96,7 +97,8 @@ def counted(harmful_out: list[tuple[str, list[int]]], harmless_out: list[tuple[s
     """Answers however they were produced (transformers, llama.cpp) counted the one way: the
     package's refusal metric, the judge when there is one, XSTest by type."""
     refusals = count_with_metric([a for a, _ in harmful_out])
-    over = count_with_metric([a for a, _ in harmless_out])
+    harmless_refused = refusal_flags([a for a, _ in harmless_out])
+    over = sum(harmless_refused)
     judged = (judge_refusals(settings.judge, [a for a, _ in harmful_out], label=settings.judge_label)
               if settings.judge else None)
     xstest_result = (xstest_scores(refusal_flags(xstest_answers), xstest.types)
@@ -104,7 +106,7 @@ def counted(harmful_out: list[tuple[str, list[int]]], harmless_out: list[tuple[s
     return Measurement(ModelScores(refusals=refusals, refusal_rate=refusals / len(harmful_out), over_refusals=over,
                                    over_refusal_rate=over / len(harmless_out), judge_refusals=judged,
                                    xstest=xstest_result),
-                       harmful_out, harmless_out, harmless_logprobs, xstest_answers, tasks)
+                       harmful_out, harmless_out, harmless_logprobs, xstest_answers, tasks, harmless_refused)
 
 
 def evaluate_models(model: torch.nn.Module, tokenizer: object, harmful: Sequence[str], harmless: Sequence[str], *,
@@ -180,8 +182,7 @@ def answered_kl(reference: Measurement, measured: Measurement) -> float | None:
     ("I'm sorry" becomes an answer), and those few prompts carry most of the plain KL: on the
     refusing fixture 11 over-refused prompts of 100 carried two thirds of it. Reported beside the
     plain KL, not instead of it, so that both the change and the damage are visible."""
-    refused = refusal_flags([a for a, _ in reference.harmless_answers])
-    answered = torch.tensor([not flag for flag in refused])
+    answered = torch.tensor([not flag for flag in reference.harmless_refused], dtype=torch.bool)
     if not answered.any():
         return None
     return kl_divergence(reference.harmless_logprobs[answered], measured.harmless_logprobs[answered])
