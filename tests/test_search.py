@@ -10,13 +10,11 @@ from forge_hub.abliterate.live import abliterate_model
 from forge_hub.abliterate.search import (
     BAND_LADDER,
     MAGNITUDES,
-    NO_OP_SHARE,
     UPPER_BAND,
     SearchOptions,
     TrialEvaluator,
     default_trial_params,
     front_table,
-    pareto_front,
     pick_trial,
     plot_front,
     run_search,
@@ -64,33 +62,6 @@ def test_dominated_trials_stop_counting_early(tmp_path):
     refusals, kl, complete = evaluator(random_artifact(), AblationSettings(), lambda kl: 0)
     assert (refusals, complete) == (len(HARMFUL), False)  # stopped at the first refusal, scaled up
     assert evaluator(random_artifact(), AblationSettings())[:1] + (True,) == (len(HARMFUL), True)
-
-
-@pytest.mark.parametrize(("markers", "left", "feasible"), [(("",), 1.0, False), (("zzz-never",), 0.0, True)])
-def test_trials_that_leave_the_originals_refusals_are_infeasible_to_the_sampler(tmp_path, markers, left, feasible):
-    """The share of the unedited model's refusals a trial leaves is stored with it, and the
-    sampler's constraint marks an edit that leaves nearly all of them: every answer a refusal
-    (marker "") leaves them all; a model that refuses nothing has no refusals to leave."""
-    model, tok = make_model("llama"), make_tokenizer()
-    study = run_search(model, tok, random_artifact(), HARMFUL, HARMLESS,
-                       options(tmp_path, trials=3, markers=markers), progress=False)
-    trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(trials) == 3
-    for t in trials:
-        assert t.user_attrs["refusals_left"] == left
-        assert t.constraints == {"no_op": pytest.approx(left - NO_OP_SHARE)}
-    # the front lists the edits that do something; when none does, every trial competes
-    assert pareto_front(study) and all(not feasible or t.user_attrs["refusals_left"] <= NO_OP_SHARE
-                                      for t in pareto_front(study))
-
-
-def test_the_front_leaves_out_edits_that_change_nothing():
-    study = optuna.create_study(directions=["minimize", "minimize"])
-    for refusals, kl, left in [(1, 0.3, 0.01), (5, 0.1, 0.05), (40, 0.02, 0.5), (99, 0.0, 0.99), (100, 0.001, 1.0),
-                               (6, 0.2, 0.06)]:
-        study.add_trial(optuna.trial.create_trial(values=[refusals, kl], params={}, distributions={},
-                                                  system_attrs={"constraints:no_op": left - NO_OP_SHARE}))
-    assert [t.values for t in pareto_front(study)] == [[1, 0.3], [5, 0.1], [40, 0.02]]
 
 
 @pytest.mark.parametrize("markers", [("how",), ("the", "a"), ("zzz-never",), ("",)])

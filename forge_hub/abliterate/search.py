@@ -10,9 +10,7 @@ improve on both.
 Trials are cheap: one model stays loaded, each trial's edit is written into its weights in place
 and undone from a saved copy of the residual writers before the next; KL costs one forward pass
 on the harmless prompts, and refusal counting stops early once a trial is already dominated
-(more refusals than a finished trial with no larger KL). An edit that leaves nearly all of the
-original's refusals in place (:data:`NO_OP_SHARE`) counts as infeasible to the sampler, so it does
-not keep sampling edits that change nothing. Refusals are counted by the markers, or
+(more refusals than a finished trial with no larger KL). Refusals are counted by the markers, or
 with ``judge`` by a text-classification model (:mod:`forge_hub.evaluation.judge`). The study lives in an Optuna storage
 (:mod:`forge_hub.abliterate.study`): an interrupted run resumes where it stopped, and several
 processes or machines can add trials to one study until it holds ``trials`` finished ones.
@@ -61,13 +59,6 @@ DEFAULT_PICK_MAX_KL = 0.12
 # end that Heretic's front reaches and the sampler seldom visits.
 UPPER_BAND = {ATTN: (1.3, 0.9, 0.18, 0.77), MLP: (1.05, 0.83, 0.24, 0.28)}
 BAND_LADDER = (0.9, 0.8, 0.6, 0.4, 0.25, 0.15)
-# An edit that leaves more than this share of the original model's refusals does next to nothing. Such
-# trials have the least KL, so they stay on the Pareto front and the sampler keeps drawing near them: in
-# `--optimize` with its defaults (24-token answers), 9 of 40 trials refused 104-106 of 106 prompts at KL
-# <= 0.02. Marked infeasible (an Optuna constraint), they are still stored and reported, but the
-# sampler learns from them as from beaten trials and the front lists only edits that remove refusals.
-# Heretic aims at the same corner with a KL target (below it trials are ranked by refusals alone).
-NO_OP_SHARE = 0.95
 PROCESS = f"{socket.gethostname()}:{os.getpid()}"  # which worker scored a trial
 
 
@@ -163,23 +154,17 @@ class TrialEvaluator:
         self.edit(artifact, settings)
         kl = kl_divergence(self.reference, first_token_logprobs(self.model, self.tokenizer, self.harmless,
                                                                 batch_size=o.batch_size, system_prompt=o.system_prompt))
-        refusals, complete = self.count_refusals(bound_for_kl(kl))
-        return refusals, kl, complete
-
-    def count_refusals(self, bound: float | None = None) -> tuple[float, bool]:
-        """(refusals, complete) of the model as it is now, stopping once refusals exceed ``bound``."""
-        o = self.options
         if self.judge is not None:
-            return self._judged(bound)
+            return self._judged(kl, bound_for_kl(kl))
         counted = count_refusals(self.model, self.tokenizer, self.harmful, max_new_tokens=o.max_new_tokens,
                                  batch_size=o.batch_size, system_prompt=o.system_prompt, markers=o.markers,
-                                 bound=bound)
+                                 bound=bound_for_kl(kl))
         if counted.complete:
-            return float(counted.refusals), True
+            return float(counted.refusals), kl, True
         # stopped early: the trial is beaten already; its count so far, scaled to all prompts, ranks it
-        return counted.refusals * len(self.harmful) / max(counted.decided, 1), False
+        return counted.refusals * len(self.harmful) / max(counted.decided, 1), kl, False
 
-    def _judged(self, refusal_bound: float | None) -> tuple[float, bool]:
+    def _judged(self, kl: float, refusal_bound: float | None) -> tuple[float, float, bool]:
         """Refusals as the judge counts them: whole answers, a batch at a time, stopping once beaten."""
         o = self.options
         refusals, seen = 0, 0
@@ -190,8 +175,8 @@ class TrialEvaluator:
             refusals += self.judge.count(answers)
             seen += len(chunk)
             if refusal_bound is not None and refusals > refusal_bound and seen < len(self.harmful):
-                return refusals * len(self.harmful) / seen, False
-        return float(refusals), True
+                return refusals * len(self.harmful) / seen, kl, False
+        return float(refusals), kl, True
 
 
 def suggest_settings(trial: optuna.Trial, num_layers: int, space: SearchSpace) -> tuple[str, AblationSettings]:
@@ -314,7 +299,6 @@ def run_search(model: torch.nn.Module, tokenizer: object, artifact: RefusalDirec
     evaluator: TrialEvaluator | None = None
 
     scoring: list[int] = []  # the number of the trial this process is scoring
-    original: list[float] = [0.0]  # the unedited model's refusals, counted with the first trial
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
         scoring[:] = [trial.number]
@@ -325,9 +309,6 @@ def run_search(model: torch.nn.Module, tokenizer: object, artifact: RefusalDirec
         trial.set_user_attr("process", PROCESS)  # who scores it; set once every parameter is chosen
         started = time.monotonic()
         refusals, kl, complete = evaluator(variants[method], settings, lambda kl: _refusal_bound(study, kl))
-        left = refusals / original[0] if original[0] else 0.0
-        trial.set_user_attr("refusals_left", round(left, 4))
-        trial.set_constraint("no_op", left - NO_OP_SHARE)  # see NO_OP_SHARE; TPE reads it, feasible at <= 0
         trial.set_user_attr("settings", settings.to_dict())
         trial.set_user_attr("complete", complete)
         trial.set_user_attr("seconds", round(time.monotonic() - started, 2))
@@ -348,9 +329,8 @@ def run_search(model: torch.nn.Module, tokenizer: object, artifact: RefusalDirec
             if counts.complete >= options.trials:
                 break
             if counts.waiting or counts.complete + counts.running < options.trials:
-                if evaluator is None:  # the reference passes, only once there is a trial to score
+                if evaluator is None:  # the reference pass, only once there is a trial to score
                     evaluator = TrialEvaluator(model, tokenizer, harmful, harmless, options)
-                    original[:] = [evaluator.count_refusals()[0]]  # the unedited model's: what a no-op edit leaves
                 try:
                     study.optimize(objective, n_trials=1, gc_after_trial=False)
                 except ValueError as error:  # Optuna's "Cannot tell a COMPLETE trial": see _finished_elsewhere
@@ -387,16 +367,8 @@ def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 
 def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Non-dominated finished trials, fewest refusals first: among the edits that do something
-    (feasible: see :data:`NO_OP_SHARE`), or among all trials when none does."""
-    trials = finished_trials(study)
-    doing = [t for t in trials if all(v <= 0 for v in t.constraints.values())] or trials
-    front = [t for t in doing if not any(_dominates(other, t) for other in doing)]
-    return sorted(front, key=lambda t: (t.values[0], t.values[1]))
-
-
-def _dominates(a: optuna.trial.FrozenTrial, b: optuna.trial.FrozenTrial) -> bool:
-    return all(x <= y for x, y in zip(a.values, b.values)) and a.values != b.values
+    """Non-dominated finished trials, fewest refusals first."""
+    return sorted(study.best_trials, key=lambda t: (t.values[0], t.values[1]))
 
 
 def pick_trial(study: optuna.Study, total: int, *, max_kl: float = DEFAULT_PICK_MAX_KL,
