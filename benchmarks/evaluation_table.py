@@ -126,6 +126,14 @@ def main() -> int:
     return 0
 
 
+def _kl_cell(r: dict, n_safe: int) -> str:
+    """The plain first-token KL, and the KL on the harmless prompts the original answers where measured."""
+    answered = r.get("kl_divergence_answered")
+    kept = n_safe - r["reference"]["over_refusals"]
+    return f"{r['kl_divergence']:.3f}" + (f" ({answered:.3f} on the {kept} the original answers)"
+                                           if answered is not None else "")
+
+
 def table(results: dict, *, fixture_name: str) -> str:
     """The README's table from a results file of `forge-hub evaluate`."""
     r, settings = results["results"], results["settings"]
@@ -140,7 +148,7 @@ def table(results: dict, *, fixture_name: str) -> str:
         xstest = scores.get("xstest")
         cells = [label, f"{scores['refusals']}/{n_harm}",
                  f"{xstest['refusals']}/{xstest['total']}" if xstest else "not measured",
-                 f"{scores['over_refusals']}/{n_safe}", f"{r['kl_divergence']:.3f}" if key == "model" else "-"]
+                 f"{scores['over_refusals']}/{n_safe}", _kl_cell(r, n_safe) if key == "model" else "-"]
         for t in tasks.values():
             value = t[key]
             cells.append("-" if value is None else f"{value['value']:.3f}"
