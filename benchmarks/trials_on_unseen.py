@@ -36,12 +36,11 @@ def main() -> int:
         return 0
 
     import optuna
-    import torch
 
     from forge_hub.abliterate.search import SearchOptions, TrialEvaluator, finished_trials, pareto_front, trial_choice
     from forge_hub.abliterate.study import StudyLocation, load_directions
-    from forge_hub.evaluation.generation import first_token_logprobs, generate, kl_divergence
-    from forge_hub.evaluation.refusals import is_refusal
+    from forge_hub.evaluation.compare import answered_kl, refusal_flags
+    from forge_hub.evaluation.generation import first_token_logprobs, generate
     from forge_hub.model.loading import load_model
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -54,19 +53,18 @@ def main() -> int:
     harmful, harmless = evaluation_prompts()
     evaluator = TrialEvaluator(model, tokenizer, harmful, harmless,
                                SearchOptions(max_new_tokens=args.tokens, batch_size=50))
-    original = generate(model, tokenizer, harmless, max_new_tokens=args.tokens, batch_size=50)
-    answered = torch.tensor([not is_refusal(a) for a in original])
+    refused = refusal_flags(generate(model, tokenizer, harmless, max_new_tokens=args.tokens, batch_size=50))
     print(f"study {args.study} ({len(by_number)} finished trials), model {args.model}; the original refuses "
-          f"{sum(not a for a in answered.tolist())}/{len(harmless)} of the harmless prompts")
+          f"{sum(refused)}/{len(harmless)} of the harmless prompts")
     print("\n| trial | on the search's prompts (refusals, KL) | unseen harmful refused | first-token KL | "
           "KL on the prompts the original answers |\n|---|---|---|---|---|")
     for trial in chosen:
         method, settings = trial_choice(trial)
         refusals, kl, _ = evaluator(directions.with_method(method), settings)
         edited = first_token_logprobs(model, tokenizer, harmless, batch_size=50)
-        kept = kl_divergence(evaluator.reference[answered], edited[answered])
+        kept = answered_kl(evaluator.reference, edited, refused)
         print(f"| {trial.number} | {trial.values[0]:.0f}, {trial.values[1]:.3f} | {refusals:.0f}/{len(harmful)} | "
-              f"{kl:.3f} | {kept:.3f} |", flush=True)
+              f"{kl:.3f} | {'-' if kept is None else f'{kept:.3f}'} |", flush=True)
     evaluator.restore()
     return 0
 

@@ -152,7 +152,8 @@ def results_record(measured: Measurement, reference: Measurement | None, harmful
     results = Scores(model=measured.scores, reference=reference.scores if reference else None)
     if reference is not None:
         results.kl_divergence = kl_divergence(reference.harmless_logprobs, measured.harmless_logprobs)
-        results.kl_divergence_answered = answered_kl(reference, measured)
+        results.kl_divergence_answered = answered_kl(reference.harmless_logprobs, measured.harmless_logprobs,
+                                                     reference.harmless_refused)
         results.cross_entropy = cross_entropy
     if measured.tasks is not None:
         results.capabilities = compare_tasks(measured.tasks, reference.tasks if reference is not None else None)
@@ -176,16 +177,17 @@ def results_record(measured: Measurement, reference: Measurement | None, harmful
     )
 
 
-def answered_kl(reference: Measurement, measured: Measurement) -> float | None:
-    """First-token KL on the harmless prompts the reference answers (None when it refuses them all).
+def answered_kl(reference: torch.Tensor, edited: torch.Tensor, refused: Sequence[bool]) -> float | None:
+    """First-token KL (``[N, vocab]`` log-probabilities) on the harmless prompts the reference
+    answers, ``refused`` marking the ones it refuses (None when it refuses them all).
     On a model that over-refuses, the first token of each over-refused prompt is meant to change
     ("I'm sorry" becomes an answer), and those few prompts carry most of the plain KL: on the
     refusing fixture 11 over-refused prompts of 100 carried two thirds of it. Reported beside the
     plain KL, not instead of it, so that both the change and the damage are visible."""
-    answered = torch.tensor([not flag for flag in reference.harmless_refused], dtype=torch.bool)
+    answered = torch.tensor([not flag for flag in refused], dtype=torch.bool)
     if not answered.any():
         return None
-    return kl_divergence(reference.harmless_logprobs[answered], measured.harmless_logprobs[answered])
+    return kl_divergence(reference[answered], edited[answered])
 
 
 def judge_refusals(judge: str, answers: Sequence[str], label: str | None = None) -> int:
