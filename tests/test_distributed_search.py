@@ -103,6 +103,10 @@ def postgres() -> str:
 def test_two_workers_and_the_final_command_share_one_study(kind, setup, tmp_path, request):
     root, src = setup
     study = request.getfixturevalue("postgres") if kind == "postgresql" else str(tmp_path / kind)
+    # a first machine scores a few trials alone, so the study is shared whichever racer below is fastest
+    # (on a tiny model one process can finish all ten before the others have loaded)
+    first = forge_hub(*search_args(src, root, study, "--trials", 3, "--worker"), cwd=tmp_path)
+    assert "holds 3 finished trials" in finish(first)
     args = search_args(src, root, study, "--trials", TRIALS)
     workers = [forge_hub(*args, "--worker", cwd=tmp_path) for _ in range(2)]
     final = forge_hub(*args, "--out", tmp_path / "model", cwd=tmp_path)
@@ -117,7 +121,7 @@ def test_two_workers_and_the_final_command_share_one_study(kind, setup, tmp_path
     assert all(t.user_attrs.get("surplus") for t in trials if t.state == TrialState.PRUNED)
     settings = [json.dumps(t.params, sort_keys=True) for t in complete]
     assert len(set(settings)) == TRIALS  # no trial scored twice (the default is queued once)
-    assert len({t.user_attrs["process"] for t in complete}) >= 2  # the work was shared
+    assert len({t.user_attrs["process"] for t in complete}) >= 2  # shared: the first 3 and the rest
 
     # the pick: the one a single process makes over the same finished trials
     single = optuna.create_study(directions=["minimize", "minimize"])
