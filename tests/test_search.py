@@ -160,6 +160,29 @@ def test_an_unknown_search_space_is_a_clear_error(tmp_path):
     with pytest.raises(SettingsError, match="unknown search space 'broad'"):
         run_search(make_model("llama"), make_tokenizer(), random_artifact(), HARMFUL, HARMLESS,
                    options(tmp_path, trials=1, space="broad"), progress=False)
+    with pytest.raises(SettingsError, match="cannot switch off kernels"):
+        run_search(make_model("llama"), make_tokenizer(), random_artifact(), HARMFUL, HARMLESS,
+                   options(tmp_path / "b", trials=1, without=("kernels",)), progress=False)
+
+
+def test_an_ablation_switches_a_choice_off(tmp_path):
+    """Without per-layer directions every trial, the ladder's included, removes one global direction
+    (the ladder's at the default's layer); without the ladder the sampler starts after the default."""
+    model, tok, artifact = make_model("llama"), make_tokenizer(), random_artifact()
+    default_layer = default_trial_params(artifact)["direction_layer"]
+    n = 1 + len(BAND_LADDER) + 3
+    study = run_search(model, tok, artifact, HARMFUL, HARMLESS,
+                       options(tmp_path, trials=n, without=("per-layer-directions",)), progress=False)
+    assert all(t.params["direction_scope"] == "global" for t in study.trials)
+    ladder = study.trials[1:1 + len(BAND_LADDER)]
+    assert all(t.params["direction_layer"] == default_layer for t in ladder)
+    assert [t.params["attn_peak"] for t in ladder] == pytest.approx([UPPER_BAND["attn"][0] * s for s in BAND_LADDER])
+    assert study.trials[-1].distributions["direction_scope"].choices == ("global",)
+
+    plain = run_search(model, tok, artifact, HARMFUL, HARMLESS,
+                       options(tmp_path / "plain", trials=3, without=("start-up-ladder",)), progress=False)
+    queued = [t for t in plain.trials if t.system_attrs.get("fixed_params")]
+    assert len(queued) == 1 and queued[0].number == 0  # only the default edit was queued
 
 
 def fake_study(points):

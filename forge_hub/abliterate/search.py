@@ -72,6 +72,7 @@ class SearchOptions:
     batch_size: int = 32
     seed: int = 0
     space: str = "focused"  # one of SEARCH_SPACES (see search_space)
+    without: tuple[str, ...] = ()  # choices switched off, for an ablation (ABLATIONS)
     pick_max_kl: float = DEFAULT_PICK_MAX_KL  # default pick: fewest refusals among trials with KL at most this
     system_prompt: str | None = None
     markers: tuple[str, ...] = REFUSAL_MARKERS
@@ -87,11 +88,16 @@ class SearchSpace:
     magnitudes: tuple[str, ...]
     biprojection: tuple[bool, ...]
     direction_layers: tuple[float, float]  # range of the global direction's (fractional) layer
+    direction_scopes: tuple[str, ...]  # "global" (one direction) and/or "per_layer" (each layer its own)
     skip_first: tuple[int, ...]  # bottom layers left unedited
     layer_ends: tuple[int, ...] | None  # exclusive end of the edited layers; None: any from a third of the depth
 
 
 SEARCH_SPACES = ("focused", "wide")
+# What an ablation can switch off (README, "Parameter search"): each layer's own direction (every trial
+# then removes one global direction, the start-up ladder's at the default run's layer), or the start-up
+# ladder (the sampler starts from the default edit alone).
+ABLATIONS = ("per-layer-directions", "start-up-ladder")
 
 
 def search_space(options: SearchOptions, artifact: RefusalDirections) -> SearchSpace:
@@ -105,18 +111,25 @@ def search_space(options: SearchOptions, artifact: RefusalDirections) -> SearchS
     if options.space not in SEARCH_SPACES:
         raise SettingsError(f"unknown search space {options.space!r}", f"use one of {', '.join(SEARCH_SPACES)}",
                             input="search_space")
+    unknown = sorted(set(options.without) - set(ABLATIONS))
+    if unknown:
+        raise SettingsError(f"cannot switch off {', '.join(unknown)}", f"use one of {', '.join(ABLATIONS)}",
+                            input="search_without")
     n, default = artifact.num_layers, default_trial_params(artifact)
     last = n - 1
     method = default["method"] if default["method"] in SEARCH_METHODS else "projected"
     layer = float(default.get("direction_layer", last))
     top = max(0.9 * last, layer)  # the default's own direction layer always lies within the range
+    scopes = _with(("global",), default["direction_scope"]) if "per-layer-directions" in options.without \
+        else ("global", "per_layer")
     if options.space == "wide":
         return SearchSpace(methods=_with(SEARCH_METHODS, method), magnitudes=_with(MAGNITUDES, default["magnitudes"]),
                            biprojection=(False, True), direction_layers=(min(0.2 * last, layer), top),
+                           direction_scopes=scopes,
                            skip_first=_with((0, round(0.2 * n)), default["skip_first"]), layer_ends=None)
     return SearchSpace(methods=_with(("projected",), method), magnitudes=_with(("rows",), default["magnitudes"]),
                        biprojection=_with((False,), default["biprojected"]),
-                       direction_layers=(min(0.4 * last, layer), top),
+                       direction_layers=(min(0.4 * last, layer), top), direction_scopes=scopes,
                        skip_first=_with((0,), default["skip_first"]), layer_ends=_with((n,), default["layer_end"]))
 
 
@@ -189,7 +202,7 @@ def suggest_settings(trial: optuna.Trial, num_layers: int, space: SearchSpace) -
     floor 1 is constant over every layer)."""
     last = num_layers - 1
     method = trial.suggest_categorical("method", list(space.methods))
-    per_layer = trial.suggest_categorical("direction_scope", ["global", "per_layer"]) == "per_layer"
+    per_layer = trial.suggest_categorical("direction_scope", list(space.direction_scopes)) == "per_layer"
     layer = None if per_layer else trial.suggest_float("direction_layer", *space.direction_layers)
     magnitudes = trial.suggest_categorical("magnitudes", list(space.magnitudes))
     biprojected = trial.suggest_categorical("biprojected", list(space.biprojection))
@@ -241,10 +254,13 @@ def default_trial_params(artifact: RefusalDirections) -> dict[str, object]:
     return params
 
 
-def band_trial_params(num_layers: int, scale: float) -> dict[str, object]:
-    """A start-up trial on :data:`UPPER_BAND` with every peak times ``scale``; within every space."""
+def band_trial_params(num_layers: int, scale: float, direction_layer: float | None = None) -> dict[str, object]:
+    """A start-up trial on :data:`UPPER_BAND` with every peak times ``scale``; within every space. Each
+    layer removes its own direction, or with ``direction_layer`` that layer's, globally."""
     last = num_layers - 1
-    params: dict[str, object] = {"method": "projected", "direction_scope": "per_layer", "magnitudes": "rows",
+    scope = {"direction_scope": "per_layer"} if direction_layer is None \
+        else {"direction_scope": "global", "direction_layer": direction_layer}
+    params: dict[str, object] = {"method": "projected", **scope, "magnitudes": "rows",
                                  "biprojected": False, "skip_first": 0, "layer_end": num_layers}
     for component, (peak, centre, width, floor) in UPPER_BAND.items():
         params.update({f"{component}_peak": peak * scale, f"{component}_center": centre * last,
@@ -259,7 +275,11 @@ def start_trials(options: SearchOptions, artifact: RefusalDirections) -> list[di
     space = search_space(options, artifact)  # also rejects an unknown space before the study is made
     if params["method"] not in space.methods:  # a method the search cannot vary (e.g. svd)
         params["method"] = space.methods[0]
-    ladder = [band_trial_params(artifact.num_layers, scale) for scale in BAND_LADDER]
+    if "start-up-ladder" in options.without:
+        return [params]
+    # without per-layer directions the default is global (search_space), and the ladder takes its layer
+    layer = None if "per_layer" in space.direction_scopes else float(params["direction_layer"])
+    ladder = [band_trial_params(artifact.num_layers, scale, layer) for scale in BAND_LADDER]
     return [params, *ladder][:max(1, options.trials)]
 
 
@@ -269,6 +289,7 @@ def search_setup(model_name: str, harmful: Sequence[str], harmless: Sequence[str
     return {"model": Path(model_name).name, "harmful prompts": list(harmful), "harmless prompts": list(harmless),
             "search tokens": options.max_new_tokens, "refusal markers": list(options.markers),
             "search space": options.space, "system prompt": options.system_prompt,
+            **({"switched off": sorted(options.without)} if options.without else {}),
             **({"refusal judge": [options.judge, options.judge_label]} if options.judge else {})}
 
 
