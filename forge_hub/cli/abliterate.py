@@ -83,7 +83,7 @@ def add_abliterate_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_search_options(p: argparse.ArgumentParser) -> None:
-    from forge_hub.abliterate.search import ABLATIONS, DEFAULT_PICK_MAX_KL, SEARCH_SPACES
+    from forge_hub.abliterate.search import DEFAULT_PICK_MAX_KL, SEARCH_SPACES
 
     g = p.add_argument_group("parameter search (--optimize)")
     g.add_argument("--optimize", action="store_true",
@@ -113,9 +113,9 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
                         "directions, plain projection, exact column-norm preservation, biprojection, directions "
                         "from the bottom two fifths, layer ranges other than all or the default run's); wide: "
                         "searches them too")
-    g.add_argument("--search-without", action="append", choices=ABLATIONS, default=[], metavar="CHOICE",
-                   help="switch a choice of the search off, to measure what it buys (repeatable): "
-                        "per-layer-directions (one global direction only) or start-up-ladder (no queued band trials)")
+    g.add_argument("--search-without", type=_ablations, metavar="CHOICE[,CHOICE]",
+                   help="switch choices of the search off, to measure what they buy: per-layer-directions "
+                        "(one global direction only), start-up-ladder (no queued band trials)")
     g.add_argument("--refusal-markers", help="file of refusal phrases, one per line (default: forge-hub's)")
     g.add_argument("--judge", metavar="MODEL",
                    help="a text-classification model (folder or Hub id) that counts the refusals of each search trial "
@@ -123,6 +123,16 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
                    "protectai/distilroberta-base-rejection-v1 (82M parameters)")
     g.add_argument("--judge-label", help="the judge's label meaning refusal (default: the one naming a refusal "
                    "or rejection)")
+
+
+def _ablations(text: str) -> str:
+    """``--search-without``'s value, checked before any work (a comma list, as a config file's list is passed)."""
+    from forge_hub.abliterate.search import ABLATIONS
+
+    unknown = [choice for choice in text.split(",") if choice not in ABLATIONS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"cannot switch off {', '.join(unknown)}; use {', '.join(ABLATIONS)}")
+    return text
 
 
 def _load_prompts(args: argparse.Namespace):
@@ -161,7 +171,7 @@ def _optimize(args: argparse.Namespace):
                            heartbeat=args.heartbeat, max_new_tokens=args.search_tokens, batch_size=args.batch_size,
                            seed=args.seed, pick_max_kl=args.pick_max_kl, system_prompt=args.system_prompt,
                            judge=args.judge, judge_label=args.judge_label, space=args.search_space,
-                           without=tuple(args.search_without))
+                           without=tuple(args.search_without.split(",")) if args.search_without else ())
     if markers:
         search.markers = tuple(m.lower() for m in markers)
     outcome = optimize(model, tokenizer, src, prompts, options=compute_options(args), search=search,
