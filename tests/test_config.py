@@ -96,3 +96,19 @@ def test_a_bad_config_file_is_refused_before_any_work(content, message, setup, t
     assert main(["run", str(setup[1]), "--config", "bad.toml", "--out", "x"]) == 2
     err = capsys.readouterr().err
     assert message in err and "fix:" in err and "Traceback" not in err and not (tmp_path / "x").exists()
+
+
+def test_a_list_in_the_file_is_the_flags_comma_list(capsys):
+    """``search_without = [...]`` reaches the run as ``--search-without a,b`` would; a bad item fails the parse."""
+    from forge_hub.cli import build_parser, command_parsers
+    from forge_hub.cli.config import settings_from_file_and_environment, use_as_defaults
+
+    parser = build_parser()
+    run = command_parsers(parser)["run"]
+    both = ["per-layer-directions", "start-up-ladder"]
+    use_as_defaults(run, settings_from_file_and_environment(run, {"search_without": both}, "f.toml", environ={}))
+    assert parser.parse_args(["run", "m", "--out", "o"]).search_without == ",".join(both)
+    use_as_defaults(run, settings_from_file_and_environment(run, {"search_without": ["kernels"]}, "f.toml", environ={}))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["run", "m", "--out", "o"])
+    assert "cannot switch off kernels" in capsys.readouterr().err
