@@ -6,11 +6,14 @@ import pytest
 import torch
 from helpers.tiny import HARMFUL, HARMLESS, make_model, make_tokenizer, random_artifact
 
+from forge_hub.abliterate.architecture import ATTN, MLP
 from forge_hub.abliterate.live import abliterate_model
+from forge_hub.abliterate.plan import layer_weights
 from forge_hub.abliterate.search import (
     BAND_LADDER,
     MAGNITUDES,
     UPPER_BAND,
+    WHOLE_DEPTH_LADDER,
     SearchOptions,
     TrialEvaluator,
     default_trial_params,
@@ -116,23 +119,30 @@ def test_the_first_trial_is_the_default_runs_choice(tmp_path):
                            untouched["model.layers.2.self_attn.o_proj.weight"])
 
 
-def test_the_start_up_trials_climb_a_ladder_along_the_upper_band(tmp_path):
+def test_the_start_up_trials_climb_a_ladder_along_the_upper_band_then_edit_every_layer(tmp_path):
     """After the default, the next trials remove each layer's own direction from the top layers
-    only, at the ladder's strengths; a study smaller than the queue gets only what fits."""
+    only, at the ladder's strengths, then from every layer at one weight; a study smaller than the
+    queue gets only what fits."""
     model, tok = make_model("llama"), make_tokenizer()
     artifact = random_artifact()
-    study = run_search(model, tok, artifact, HARMFUL, HARMLESS, options(tmp_path, trials=1 + len(BAND_LADDER)),
-                       progress=False)
-    ladder = study.trials[1:]
+    queued = 1 + len(BAND_LADDER) + len(WHOLE_DEPTH_LADDER)
+    study = run_search(model, tok, artifact, HARMFUL, HARMLESS, options(tmp_path, trials=queued), progress=False)
+    ladder, whole = study.trials[1:1 + len(BAND_LADDER)], study.trials[1 + len(BAND_LADDER):]
     for component, (peak, *_) in UPPER_BAND.items():
         assert [t.params[f"{component}_peak"] for t in ladder] == pytest.approx([peak * s for s in BAND_LADDER])
-    assert all(trial_choice(t)[1].per_layer for t in ladder)
+        assert [t.params[f"{component}_peak"] for t in whole] == pytest.approx(list(WHOLE_DEPTH_LADDER))
+    assert all(trial_choice(t)[1].per_layer for t in ladder + whole)
     edited, untouched = make_model("llama"), make_model("llama").state_dict()
     abliterate_model(edited, artifact, trial_choice(ladder[0])[1])
     for layer, changed in ((0, False), (1, False), (3, True)):  # 4 layers: the band is the top two
         for name in ("self_attn.o_proj", "mlp.down_proj"):
             key = f"model.layers.{layer}.{name}.weight"
             assert torch.equal(edited.state_dict()[key], untouched[key]) != changed, key
+    # a whole-depth rung: every layer's writers lose the same share of their own direction
+    settings = trial_choice(whole[0])[1]
+    assert settings.attn_strength == settings.mlp_strength == pytest.approx(WHOLE_DEPTH_LADDER[0])
+    for component in (ATTN, MLP):
+        assert layer_weights(settings, 4, component) == pytest.approx([1.0] * 4)
     small = run_search(model, tok, artifact, HARMFUL, HARMLESS, options(tmp_path / "small", trials=2),
                        progress=False)
     assert len(small.trials) == 2 and small.trials[1].params == ladder[0].params  # nothing left queued
@@ -150,10 +160,12 @@ def test_the_focused_space_searches_only_its_choices_after_the_default(tmp_path)
     assert {p["magnitudes"] for p in later} <= {"rows", "none"}
     assert all(p["layer_end"] == 4 and p["skip_first"] == 0 for p in later)  # the default's range: all layers
     assert all(p["direction_layer"] >= 0.4 * 3 for p in later if p["direction_scope"] == "global")
-    wide = run_search(model, tok, artifact, HARMFUL, HARMLESS, options(tmp_path / "wide", trials=12, space="wide"),
-                      progress=False)
-    assert set(wide.trials[-1].distributions["magnitudes"].choices) == set(MAGNITUDES)
-    assert len({t.params["biprojected"] for t in wide.trials}) == 2
+    queued = 1 + len(BAND_LADDER) + len(WHOLE_DEPTH_LADDER)
+    wide = run_search(model, tok, artifact, HARMFUL, HARMLESS,
+                      options(tmp_path / "wide", trials=queued + 2, space="wide"), progress=False)
+    sampled = wide.trials[-1].distributions  # a trial the sampler chose, past the queued ones
+    assert set(sampled["magnitudes"].choices) == set(MAGNITUDES)
+    assert set(sampled["biprojected"].choices) == {False, True} and len(sampled["method"].choices) > 1
 
 
 def test_an_unknown_search_space_is_a_clear_error(tmp_path):
@@ -170,12 +182,13 @@ def test_an_ablation_switches_a_choice_off(tmp_path):
     (the ladder's at the default's layer); without the ladder the sampler starts after the default."""
     model, tok, artifact = make_model("llama"), make_tokenizer(), random_artifact()
     default_layer = default_trial_params(artifact)["direction_layer"]
-    n = 1 + len(BAND_LADDER) + 3
+    n = 1 + len(BAND_LADDER) + len(WHOLE_DEPTH_LADDER) + 3
     study = run_search(model, tok, artifact, HARMFUL, HARMLESS,
                        options(tmp_path, trials=n, without=("per-layer-directions",)), progress=False)
     assert all(t.params["direction_scope"] == "global" for t in study.trials)
     ladder = study.trials[1:1 + len(BAND_LADDER)]
-    assert all(t.params["direction_layer"] == default_layer for t in ladder)
+    queued = study.trials[1:1 + len(BAND_LADDER) + len(WHOLE_DEPTH_LADDER)]
+    assert all(t.params["direction_layer"] == default_layer for t in queued)
     assert [t.params["attn_peak"] for t in ladder] == pytest.approx([UPPER_BAND["attn"][0] * s for s in BAND_LADDER])
     assert study.trials[-1].distributions["direction_scope"].choices == ("global",)
 

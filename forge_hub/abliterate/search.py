@@ -4,8 +4,8 @@ Optuna's multi-objective TPE sampler minimises (refusals, KL) over the direction
 (fractional: neighbouring layers' directions interpolate), the direction method, and for the
 attention and MLP writers separately a linear per-layer weight kernel (peak weight, centre,
 width, floor). The first trial is the default edit at the layer scan's pick, the next ones a
-ladder of strengths along a band of upper layers (:data:`UPPER_BAND`), so the search can only
-improve on both.
+ladder of strengths along a band of upper layers (:data:`UPPER_BAND`) and two strong edits of every
+layer (:data:`WHOLE_DEPTH_LADDER`), so the search can only improve on them.
 
 Trials are cheap: one model stays loaded, each trial's edit is written into its weights in place
 and undone from a saved copy of the residual writers before the next; KL costs one forward pass
@@ -59,6 +59,14 @@ DEFAULT_PICK_MAX_KL = 0.12
 # end that Heretic's front reaches and the sampler seldom visits.
 UPPER_BAND = {ATTN: (1.3, 0.9, 0.18, 0.77), MLP: (1.05, 0.83, 0.24, 0.28)}
 BAND_LADDER = (0.9, 0.8, 0.6, 0.4, 0.25, 0.15)
+# After the band's ladder, two strong rungs that edit every layer at one constant weight (attention and
+# MLP alike), each removing its own direction. On the second refusing fixture the band's refusals level
+# off at 5/100 (0.9: KL 0.085; 1.0: 0.094; 1.15: 6 at 0.106): what is left (insults, hate mail, a sexist
+# argument) is written by layers below the band. Every layer at 0.9 left 2/100 at KL 0.310 there and at
+# 0.8 3/100 at 0.268, where Heretic's strongest points were 2 at 0.329 and 3 at 0.277 (100 tokens,
+# Heretic's markers; benchmarks/heretic_comparison.py's prompts). They come after the band, so a study's
+# first trials, and the light end they lay out, are unchanged.
+WHOLE_DEPTH_LADDER = (0.9, 0.8)
 PROCESS = f"{socket.gethostname()}:{os.getpid()}"  # which worker scored a trial
 
 
@@ -268,9 +276,25 @@ def band_trial_params(num_layers: int, scale: float, direction_layer: float | No
     return params
 
 
+def whole_depth_trial_params(num_layers: int, weight: float, direction_layer: float | None = None) -> dict[str, object]:
+    """A start-up trial editing every layer's attention and MLP writers at ``weight``; each layer removes
+    its own direction, or with ``direction_layer`` that layer's, globally."""
+    params = band_trial_params(num_layers, 1.0, direction_layer)
+    for component in (ATTN, MLP):
+        params.update({f"{component}_peak": weight, f"{component}_center": float(num_layers - 1),
+                       f"{component}_width": float(num_layers), f"{component}_floor": 1.0})
+    return params
+
+
+def ladder_trial_params(num_layers: int, direction_layer: float | None = None) -> list[dict[str, object]]:
+    """The start-up ladder: :data:`BAND_LADDER` along the upper band, then :data:`WHOLE_DEPTH_LADDER`."""
+    return [*(band_trial_params(num_layers, scale, direction_layer) for scale in BAND_LADDER),
+            *(whole_depth_trial_params(num_layers, weight, direction_layer) for weight in WHOLE_DEPTH_LADDER)]
+
+
 def start_trials(options: SearchOptions, artifact: RefusalDirections) -> list[dict[str, object]]:
-    """The trials a new study queues: the default edit first, then the ladder along the upper band
-    (as much of it as ``options.trials`` leaves room for: queued trials would outlive the study)."""
+    """The trials a new study queues: the default edit first, then the start-up ladder (as much of
+    it as ``options.trials`` leaves room for: queued trials would outlive the study)."""
     params = default_trial_params(artifact)
     space = search_space(options, artifact)  # also rejects an unknown space before the study is made
     if params["method"] not in space.methods:  # a method the search cannot vary (e.g. svd)
@@ -279,8 +303,7 @@ def start_trials(options: SearchOptions, artifact: RefusalDirections) -> list[di
         return [params]
     # without per-layer directions the default is global (search_space), and the ladder takes its layer
     layer = None if "per_layer" in space.direction_scopes else float(params["direction_layer"])
-    ladder = [band_trial_params(artifact.num_layers, scale, layer) for scale in BAND_LADDER]
-    return [params, *ladder][:max(1, options.trials)]
+    return [params, *ladder_trial_params(artifact.num_layers, layer)][:max(1, options.trials)]
 
 
 def search_setup(model_name: str, harmful: Sequence[str], harmless: Sequence[str],
