@@ -25,7 +25,7 @@ from forge_hub.abliterate.search import (
 )
 from forge_hub.errors import SettingsError
 from forge_hub.evaluation.generation import generate
-from forge_hub.evaluation.refusal_count import PROBE_TOKENS, count_refusals
+from forge_hub.evaluation.refusal_count import count_refusals
 from forge_hub.evaluation.refusals import is_refusal
 from forge_hub.schema import AblationSettings
 
@@ -76,27 +76,6 @@ def test_counting_refusals_as_answers_decide_equals_full_answers(markers):
     counted = count_refusals(model, tok, prompts, max_new_tokens=6, batch_size=5, markers=markers)
     assert counted.complete and counted.refusals == sum(is_refusal(a, markers) for a in full)
     assert counted.tokens <= 6 * len(prompts)
-
-
-def test_a_bound_sees_a_beaten_trial_in_the_first_tokens_of_every_batch():
-    """With a bound, every batch answers PROBE_TOKENS tokens before any is finished: a refusal in the
-    last batch stops the count without whole answers to the batches before it. Unbeaten, the count is
-    exactly the unbounded one."""
-    model, tok = make_model("llama", seed=3), make_tokenizer()
-    prompts, markers, tokens = HARMFUL + HARMLESS, ("cake",), 3 * PROBE_TOKENS
-    answers = generate(model, tok, prompts, max_new_tokens=tokens, batch_size=1)
-    lengths = [len(tok(a, add_special_tokens=False)["input_ids"]) for a in answers]
-    long = [p for p, a, n in zip(prompts, answers, lengths) if n > PROBE_TOKENS + 1 and not is_refusal(a, markers)]
-    refusing = [p for p, a in zip(prompts, answers) if a.split()[:1] == ["cake"]]
-    assert len(long) >= 2 and refusing, "the tiny model's answers changed: pick another marker"
-    order = [*long[:2], refusing[0]]
-    counted = count_refusals(model, tok, order, max_new_tokens=tokens, batch_size=1, markers=markers, bound=0)
-    assert not counted.complete and counted.refusals == 1
-    assert counted.tokens == 2 * PROBE_TOKENS + 1  # the long answers stopped at the probe, not at their end
-    unbounded = count_refusals(model, tok, prompts, max_new_tokens=tokens, batch_size=5, markers=markers)
-    bounded = count_refusals(model, tok, prompts, max_new_tokens=tokens, batch_size=5, markers=markers,
-                             bound=len(prompts))
-    assert bounded == unbounded and bounded.complete
 
 
 def test_study_runs_resumes_and_starts_from_the_default(tmp_path):

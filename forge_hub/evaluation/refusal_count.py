@@ -10,7 +10,7 @@ most of the time spent in a trial. The count is exactly what full greedy answers
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -40,79 +40,59 @@ class RefusalCount:
         return self.decided == self.total
 
 
-# With a bound, every batch first answers this many tokens before any batch is finished: most refusals
-# show in their first words ("I can't", "I'm sorry"), so a beaten trial is seen after a few tokens of
-# every prompt instead of after whole answers to the first batches (on the refusing fixtures, 14 of 40
-# search trials were stopped, at 45-60 s each of a full trial's 70, most of them in the second batch).
-PROBE_TOKENS = 12
-
-
 @torch.inference_mode()
 def count_refusals(model: torch.nn.Module, tokenizer: object, prompts: Sequence[str], *, max_new_tokens: int,
                    batch_size: int = 64, system_prompt: str | None = None,
                    markers: Sequence[str] = REFUSAL_MARKERS, bound: float | None = None) -> RefusalCount:
     """Refusals among greedy answers of ``max_new_tokens`` tokens, each answer generated only
     until it is decided. With ``bound``, counting stops as soon as more than ``bound`` refusals are
-    certain (the result is then not ``complete``): the caller already knows the trial is beaten.
-    With a bound every batch first answers :data:`PROBE_TOKENS` tokens (their caches are then held
-    together); each batch is computed exactly as alone, so a complete count does not change."""
-    result = RefusalCount(0, 0, len(prompts), 0)
-    batches = [_answer_batch(model, tokenizer, prompts[offset:offset + batch_size], result,
-                             max_new_tokens=max_new_tokens, system_prompt=system_prompt, markers=markers)
-               for offset in range(0, len(prompts), batch_size)]
-    phases = [PROBE_TOKENS, max_new_tokens] if bound is not None and len(batches) > 1 else [max_new_tokens]
-    for steps in phases:
-        for batch in batches:
-            for _ in zip(range(steps), batch):  # one generated token per item
-                if bound is not None and result.refusals > bound:
-                    return result
-    return result
-
-
-def _answer_batch(model: torch.nn.Module, tokenizer: object, chunk: Sequence[str], result: RefusalCount, *,
-                  max_new_tokens: int, system_prompt: str | None, markers: Sequence[str]) -> Iterator[None]:
-    """Answers one batch a token at a time (one item per token), adding what it decides to ``result``."""
+    certain (the result is then not ``complete``): the caller already knows the trial is beaten."""
     device = input_device(model)
     stop = torch.tensor(sorted({tokenizer.pad_token_id, tokenizer.eos_token_id} - {None}), device=device)
     # transformers 5 names the forward's cache argument ``cache``; earlier versions ``past_key_values``
     cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-    batch = encode(tokenizer, chunk, system_prompt=system_prompt, device=device)
-    mask = batch["attention_mask"]
-    positions = (mask.cumsum(-1) - 1).clamp_min(0)
-    out = model(input_ids=batch["input_ids"], attention_mask=mask, position_ids=positions, use_cache=True,
-                logits_to_keep=1)
-    cache, logits = _cache_of(out), out.logits[:, -1]
-    rows = list(range(len(chunk)))  # which prompts of the chunk are still being answered
-    answers: list[list[int]] = [[] for _ in chunk]
-    next_position = positions[:, -1:] + 1
-    for step in range(max_new_tokens):
-        token = logits.argmax(-1)
-        ended = torch.isin(token, stop).tolist()
-        result.tokens += len(rows)
-        keep = []
-        for i, (row, t) in enumerate(zip(rows, token.tolist())):
-            if not ended[i]:
-                answers[row].append(t)
-            text = tokenizer.decode(answers[row], skip_special_tokens=True)
-            last = ended[i] or step == max_new_tokens - 1
-            refused = is_refusal(text, markers) if last else refuses_already(text, markers)
-            result.refusals += refused
-            if refused or last:
-                result.decided += 1
-            else:
-                keep.append(i)
-        yield
-        if not keep:
-            return
-        if len(keep) < len(rows):
-            index = torch.tensor(keep, device=device)
-            cache.batch_select_indices(index)
-            rows = [rows[i] for i in keep]
-            token, mask, next_position = token[index], mask[index], next_position[index]
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_position, use_cache=True,
-                    **{cache_arg: cache})
-        cache, logits, next_position = _cache_of(out), out.logits[:, -1], next_position + 1
+    result = RefusalCount(0, 0, len(prompts), 0)
+    for offset in range(0, len(prompts), batch_size):
+        chunk = prompts[offset:offset + batch_size]
+        batch = encode(tokenizer, chunk, system_prompt=system_prompt, device=device)
+        mask = batch["attention_mask"]
+        positions = (mask.cumsum(-1) - 1).clamp_min(0)
+        out = model(input_ids=batch["input_ids"], attention_mask=mask, position_ids=positions, use_cache=True,
+                    logits_to_keep=1)
+        cache, logits = _cache_of(out), out.logits[:, -1]
+        rows = list(range(len(chunk)))  # which prompts of the chunk are still being answered
+        answers: list[list[int]] = [[] for _ in chunk]
+        next_position = positions[:, -1:] + 1
+        for step in range(max_new_tokens):
+            token = logits.argmax(-1)
+            ended = torch.isin(token, stop).tolist()
+            result.tokens += len(rows)
+            keep = []
+            for i, (row, t) in enumerate(zip(rows, token.tolist())):
+                if not ended[i]:
+                    answers[row].append(t)
+                text = tokenizer.decode(answers[row], skip_special_tokens=True)
+                last = ended[i] or step == max_new_tokens - 1
+                refused = is_refusal(text, markers) if last else refuses_already(text, markers)
+                result.refusals += refused
+                if refused or last:
+                    result.decided += 1
+                else:
+                    keep.append(i)
+            if bound is not None and result.refusals > bound:
+                return result
+            if not keep:
+                break
+            if len(keep) < len(rows):
+                index = torch.tensor(keep, device=device)
+                cache.batch_select_indices(index)
+                rows = [rows[i] for i in keep]
+                token, mask, next_position = token[index], mask[index], next_position[index]
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            out = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_position, use_cache=True,
+                        **{cache_arg: cache})
+            cache, logits, next_position = _cache_of(out), out.logits[:, -1], next_position + 1
+    return result
 
 
 def _cache_of(output: object) -> object:
