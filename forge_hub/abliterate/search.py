@@ -60,9 +60,9 @@ DEFAULT_PICK_MAX_KL = 0.12
 UPPER_BAND = {ATTN: (1.3, 0.9, 0.18, 0.77), MLP: (1.05, 0.83, 0.24, 0.28)}
 BAND_LADDER = (0.9, 0.8, 0.6, 0.4, 0.25, 0.15)
 # After the band's ladder, two strong rungs that edit every layer at one constant weight (attention and
-# MLP alike), each removing its own direction. On the second refusing fixture the band's refusals level
-# off at 5/100 (0.9: KL 0.085; 1.0: 0.094; 1.15: 6 at 0.106): what is left (insults, hate mail, a sexist
-# argument) is written by layers below the band. Every layer at 0.9 left 2/100 at KL 0.310 there and at
+# MLP alike), each removing its own direction. On the second refusing model the band's refusals level
+# off at 5/100 (0.9: KL 0.085; 1.0: 0.094; 1.15: 6 at 0.106): what is left (an insult, a sexist argument,
+# smuggling) is written by layers below the band. Every layer at 0.9 left 2/100 at KL 0.310 there and at
 # 0.8 3/100 at 0.268, where Heretic's strongest points were 2 at 0.329 and 3 at 0.277 (100 tokens,
 # Heretic's markers; benchmarks/heretic_comparison.py's prompts). They come after the band, so a study's
 # first trials, and the light end they lay out, are unchanged.
