@@ -266,23 +266,29 @@ def band_trial_params(num_layers: int, scale: float, direction_layer: float | No
     """A start-up trial on :data:`UPPER_BAND` with every peak times ``scale``; within every space. Each
     layer removes its own direction, or with ``direction_layer`` that layer's, globally."""
     last = num_layers - 1
-    scope = {"direction_scope": "per_layer"} if direction_layer is None \
-        else {"direction_scope": "global", "direction_layer": direction_layer}
-    params: dict[str, object] = {"method": "projected", **scope, "magnitudes": "rows",
-                                 "biprojected": False, "skip_first": 0, "layer_end": num_layers}
-    for component, (peak, centre, width, floor) in UPPER_BAND.items():
-        params.update({f"{component}_peak": peak * scale, f"{component}_center": centre * last,
-                       f"{component}_width": max(1.0, width * num_layers), f"{component}_floor": floor})
-    return params
+    return _start_up_trial(num_layers, direction_layer, {
+        component: (peak * scale, centre * last, max(1.0, width * num_layers), floor)
+        for component, (peak, centre, width, floor) in UPPER_BAND.items()})
 
 
 def whole_depth_trial_params(num_layers: int, weight: float, direction_layer: float | None = None) -> dict[str, object]:
     """A start-up trial editing every layer's attention and MLP writers at ``weight``; each layer removes
     its own direction, or with ``direction_layer`` that layer's, globally."""
-    params = band_trial_params(num_layers, 1.0, direction_layer)
-    for component in (ATTN, MLP):
-        params.update({f"{component}_peak": weight, f"{component}_center": float(num_layers - 1),
-                       f"{component}_width": float(num_layers), f"{component}_floor": 1.0})
+    flat = (weight, float(num_layers - 1), float(num_layers), 1.0)  # floor 1 over the whole depth: constant
+    return _start_up_trial(num_layers, direction_layer, {ATTN: flat, MLP: flat})
+
+
+def _start_up_trial(num_layers: int, direction_layer: float | None,
+                    kernels: dict[str, tuple[float, float, float, float]]) -> dict[str, object]:
+    """Search parameters of a row-normalized projection over every layer, with a (peak, centre, width,
+    floor) kernel per component; within every space."""
+    scope = {"direction_scope": "per_layer"} if direction_layer is None \
+        else {"direction_scope": "global", "direction_layer": direction_layer}
+    params: dict[str, object] = {"method": "projected", **scope, "magnitudes": "rows",
+                                 "biprojected": False, "skip_first": 0, "layer_end": num_layers}
+    for component, (peak, centre, width, floor) in kernels.items():
+        params.update({f"{component}_peak": peak, f"{component}_center": centre,
+                       f"{component}_width": width, f"{component}_floor": floor})
     return params
 
 
