@@ -29,6 +29,8 @@ from forge_hub.evaluation.refusal_count import count_refusals
 from forge_hub.evaluation.refusals import is_refusal
 from forge_hub.schema import AblationSettings
 
+QUEUED = 1 + len(BAND_LADDER) + len(WHOLE_DEPTH_LADDER)  # a new study's start-up trials: default, then ladder
+
 
 def options(tmp_path, **kw):
     return SearchOptions(storage=tmp_path / "study.db", max_new_tokens=3, batch_size=4, **kw)
@@ -125,8 +127,7 @@ def test_the_start_up_trials_climb_a_ladder_along_the_upper_band_then_edit_every
     queue gets only what fits."""
     model, tok = make_model("llama"), make_tokenizer()
     artifact = random_artifact()
-    queued = 1 + len(BAND_LADDER) + len(WHOLE_DEPTH_LADDER)
-    study = run_search(model, tok, artifact, HARMFUL, HARMLESS, options(tmp_path, trials=queued), progress=False)
+    study = run_search(model, tok, artifact, HARMFUL, HARMLESS, options(tmp_path, trials=QUEUED), progress=False)
     ladder, whole = study.trials[1:1 + len(BAND_LADDER)], study.trials[1 + len(BAND_LADDER):]
     for component, (peak, *_) in UPPER_BAND.items():
         assert [t.params[f"{component}_peak"] for t in ladder] == pytest.approx([peak * s for s in BAND_LADDER])
@@ -160,12 +161,14 @@ def test_the_focused_space_searches_only_its_choices_after_the_default(tmp_path)
     assert {p["magnitudes"] for p in later} <= {"rows", "none"}
     assert all(p["layer_end"] == 4 and p["skip_first"] == 0 for p in later)  # the default's range: all layers
     assert all(p["direction_layer"] >= 0.4 * 3 for p in later if p["direction_scope"] == "global")
-    queued = 1 + len(BAND_LADDER) + len(WHOLE_DEPTH_LADDER)
+    # without the ladder only the default is queued, so the sampler draws the rest of the 12 trials
     wide = run_search(model, tok, artifact, HARMFUL, HARMLESS,
-                      options(tmp_path / "wide", trials=queued + 2, space="wide"), progress=False)
-    sampled = wide.trials[-1].distributions  # a trial the sampler chose, past the queued ones
+                      options(tmp_path / "wide", trials=12, space="wide", without=("start-up-ladder",)),
+                      progress=False)
+    sampled = wide.trials[-1].distributions
     assert set(sampled["magnitudes"].choices) == set(MAGNITUDES)
     assert set(sampled["biprojected"].choices) == {False, True} and len(sampled["method"].choices) > 1
+    assert len({t.params["biprojected"] for t in wide.trials}) == 2  # both drawn, not only offered
 
 
 def test_an_unknown_search_space_is_a_clear_error(tmp_path):
@@ -182,13 +185,11 @@ def test_an_ablation_switches_a_choice_off(tmp_path):
     (the ladder's at the default's layer); without the ladder the sampler starts after the default."""
     model, tok, artifact = make_model("llama"), make_tokenizer(), random_artifact()
     default_layer = default_trial_params(artifact)["direction_layer"]
-    n = 1 + len(BAND_LADDER) + len(WHOLE_DEPTH_LADDER) + 3
     study = run_search(model, tok, artifact, HARMFUL, HARMLESS,
-                       options(tmp_path, trials=n, without=("per-layer-directions",)), progress=False)
+                       options(tmp_path, trials=QUEUED + 3, without=("per-layer-directions",)), progress=False)
     assert all(t.params["direction_scope"] == "global" for t in study.trials)
     ladder = study.trials[1:1 + len(BAND_LADDER)]
-    queued = study.trials[1:1 + len(BAND_LADDER) + len(WHOLE_DEPTH_LADDER)]
-    assert all(t.params["direction_layer"] == default_layer for t in queued)
+    assert all(t.params["direction_layer"] == default_layer for t in study.trials[1:QUEUED])
     assert [t.params["attn_peak"] for t in ladder] == pytest.approx([UPPER_BAND["attn"][0] * s for s in BAND_LADDER])
     assert study.trials[-1].distributions["direction_scope"].choices == ("global",)
 
