@@ -31,6 +31,15 @@ def test_refusal_markers(answer, refused):
     assert is_refusal(answer) is refused
 
 
+def test_first_token_logprobs_batch_prompts_by_length_and_return_them_in_order():
+    model, tok = make_model("llama"), make_tokenizer()
+    prompts = HARMFUL[:3] + ["a much longer prompt, about how to write a long letter to a friend"] + HARMLESS[:3]
+    one_by_one = torch.cat([first_token_logprobs(model, tok, [p]) for p in prompts])
+    batched = first_token_logprobs(model, tok, prompts, batch_size=3)
+    assert torch.allclose(batched, one_by_one, atol=1e-5)
+    assert not torch.allclose(batched[3], batched[2], atol=1e-3)  # the rows differ: the order is checked
+
+
 def test_normalize_answer():
     assert normalize_answer("  I\u2019M   Here\n") == "i'm here"
 

@@ -27,6 +27,7 @@ from forge_hub.errors import SettingsError
 from forge_hub.evaluation.generation import generate
 from forge_hub.evaluation.refusal_count import count_refusals
 from forge_hub.evaluation.refusals import is_refusal
+from forge_hub.model.chat import token_counts
 from forge_hub.schema import AblationSettings
 
 QUEUED = 1 + len(BAND_LADDER) + len(WHOLE_DEPTH_LADDER)  # a new study's start-up trials: default, then ladder
@@ -77,7 +78,27 @@ def test_counting_refusals_as_answers_decide_equals_full_answers(markers):
     full = generate(model, tok, prompts, max_new_tokens=6, batch_size=5)
     counted = count_refusals(model, tok, prompts, max_new_tokens=6, batch_size=5, markers=markers)
     assert counted.complete and counted.refusals == sum(is_refusal(a, markers) for a in full)
+    assert sorted(counted.refused) == [i for i, a in enumerate(full) if is_refusal(a, markers)]
     assert counted.tokens <= 6 * len(prompts)
+
+
+def test_prompts_refused_by_earlier_trials_are_answered_first(tmp_path):
+    """So a beaten trial shows it in its first batch; a finished trial's count does not depend on the order."""
+    model, tok = make_model("llama"), make_tokenizer()
+    opts = options(tmp_path, markers=("door", "recipe"))
+    evaluator = TrialEvaluator(model, tok, HARMFUL, HARMLESS, opts)
+    lengths = token_counts(tok, HARMFUL)
+    assert evaluator.answering_order() == sorted(range(len(HARMFUL)), key=lengths.__getitem__)  # none refused yet
+    settings = AblationSettings(direction_layer=1.0, strength=0.3)
+    refusals, _, complete = evaluator(random_artifact(), settings)
+    answers = generate(model, tok, HARMFUL, max_new_tokens=opts.max_new_tokens, batch_size=1)  # still edited
+    refused = {i for i, a in enumerate(answers) if is_refusal(a, opts.markers)}
+    assert complete and refusals == len(refused) and 0 < len(refused) < len(HARMFUL)
+    order = evaluator.answering_order()
+    assert set(order[:len(refused)]) == refused
+    assert order[len(refused):] == sorted(set(range(len(HARMFUL))) - refused, key=lengths.__getitem__)
+    assert evaluator(random_artifact(), settings)[:1] == (refusals,)  # answered in the new order, same count
+    assert evaluator.times_refused == [2 * (i in refused) for i in range(len(HARMFUL))]
 
 
 def test_study_runs_resumes_and_starts_from_the_default(tmp_path):

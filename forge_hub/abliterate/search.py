@@ -39,6 +39,7 @@ from forge_hub.evaluation.generation import first_token_logprobs, generate, kl_d
 from forge_hub.evaluation.judge import refusal_judge
 from forge_hub.evaluation.refusal_count import count_refusals
 from forge_hub.evaluation.refusals import REFUSAL_MARKERS
+from forge_hub.model.chat import token_counts
 from forge_hub.model.weights import ModelWeights
 from forge_hub.schema import AblationSettings
 
@@ -154,6 +155,9 @@ class TrialEvaluator:
         self.harmful, self.harmless = list(harmful), list(harmless)
         self.weights = ModelWeights(model)
         self.judge = refusal_judge(options.judge, options.judge_label) if options.judge else None
+        # how often this process's trials refused each harmful prompt; the most refused are answered first
+        self.times_refused = [0] * len(self.harmful)
+        self.lengths = token_counts(tokenizer, self.harmful, system_prompt=options.system_prompt)
         self.reference = first_token_logprobs(model, tokenizer, self.harmless, batch_size=options.batch_size,
                                               system_prompt=options.system_prompt)
 
@@ -177,13 +181,24 @@ class TrialEvaluator:
                                                                 batch_size=o.batch_size, system_prompt=o.system_prompt))
         if self.judge is not None:
             return self._judged(kl, bound_for_kl(kl))
-        counted = count_refusals(self.model, self.tokenizer, self.harmful, max_new_tokens=o.max_new_tokens,
-                                 batch_size=o.batch_size, system_prompt=o.system_prompt, markers=o.markers,
-                                 bound=bound_for_kl(kl))
+        order = self.answering_order()
+        counted = count_refusals(self.model, self.tokenizer, [self.harmful[i] for i in order],
+                                 max_new_tokens=o.max_new_tokens, batch_size=o.batch_size,
+                                 system_prompt=o.system_prompt, markers=o.markers, bound=bound_for_kl(kl))
+        for position in counted.refused:
+            self.times_refused[order[position]] += 1
         if counted.complete:
             return float(counted.refusals), kl, True
         # stopped early: the trial is beaten already; its count so far, scaled to all prompts, ranks it
         return counted.refusals * len(self.harmful) / max(counted.decided, 1), kl, False
+
+    def answering_order(self) -> list[int]:
+        """Harmful prompts in the order they are answered: those that earlier trials refused most
+        often first, equally refused ones by length. A beaten trial is beaten by its refusals, and
+        batches are answered one after the other: with the prompts likely to be refused in the first
+        batch, counting finds a beaten trial there instead of in a later batch, after whole answers to
+        the first. Shorter prompts together pad less. The order changes no finished trial's count."""
+        return sorted(range(len(self.harmful)), key=lambda i: (-self.times_refused[i], self.lengths[i]))
 
     def _judged(self, kl: float, refusal_bound: float | None) -> tuple[float, float, bool]:
         """Refusals as the judge counts them: whole answers, a batch at a time, stopping once beaten."""

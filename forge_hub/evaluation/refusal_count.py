@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -34,6 +34,7 @@ class RefusalCount:
     decided: int  # prompts decided
     total: int  # prompts given
     tokens: int  # tokens generated, summed over prompts
+    refused: list[int] = field(default_factory=list)  # indices into the prompts of the refusals found
 
     @property
     def complete(self) -> bool:
@@ -75,6 +76,8 @@ def count_refusals(model: torch.nn.Module, tokenizer: object, prompts: Sequence[
                 last = ended[i] or step == max_new_tokens - 1
                 refused = is_refusal(text, markers) if last else refuses_already(text, markers)
                 result.refusals += refused
+                if refused:
+                    result.refused.append(offset + row)
                 if refused or last:
                     result.decided += 1
                 else:

@@ -56,13 +56,18 @@ def check_prompt_lengths(tokenizer: object, prompts: Sequence[str], *, max_token
     """Refuse, before any work, a prompt longer than ``max_tokens`` (or the model's ``context``)
     through the chat template: one such line can fill the machine's memory in a batched pass."""
     limit = min(max_tokens, context) if context else max_tokens
-    texts = [render(tokenizer, p, system_prompt) for p in prompts]
-    for prompt, ids in zip(prompts, tokenizer(texts, add_special_tokens=False)["input_ids"]):
-        if len(ids) > limit:
+    for prompt, length in zip(prompts, token_counts(tokenizer, prompts, system_prompt=system_prompt)):
+        if length > limit:
             start = " ".join(prompt.split()[:8])
-            raise PromptError(f"a prompt is {len(ids)} tokens long through the chat template, more than the "
+            raise PromptError(f"a prompt is {length} tokens long through the chat template, more than the "
                               f"limit of {limit}: {start!r}...",
                               "shorten or remove that prompt, or raise {max_prompt_tokens}", input="max_prompt_tokens")
+
+
+def token_counts(tokenizer: object, prompts: Sequence[str], *, system_prompt: str | None = None) -> list[int]:
+    """Each prompt's length in tokens through the chat template."""
+    texts = [render(tokenizer, p, system_prompt) for p in prompts]
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
 
 
 def batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
