@@ -67,8 +67,10 @@ def test_search_trials_are_counted_by_the_judge(tmp_path, always):
     first.restore()
     assert by_markers[0] == len(HARMFUL)  # the empty marker matches every answer
     judged = SearchOptions(storage=tmp_path / "s.db", max_new_tokens=3, batch_size=4, markers=("",), judge=judge)
-    refusals, kl, complete = TrialEvaluator(model, tok, HARMFUL, HARMLESS, judged)(artifact, settings)
+    evaluator = TrialEvaluator(model, tok, HARMFUL, HARMLESS, judged)
+    refusals, kl, complete = evaluator(artifact, settings)
     assert (refusals, complete) == (len(HARMFUL) * always, True) and kl == pytest.approx(by_markers[1])
+    assert evaluator.times_refused == [always] * len(HARMFUL)  # what orders the next trial's answers
     setup = search_setup("m", HARMFUL, HARMLESS, judged)
     assert setup["refusal judge"] == [judge, None]  # workers of a study must count the same way
     assert setup["search space"] == "focused"  # and search the same space

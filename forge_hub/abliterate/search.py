@@ -203,12 +203,16 @@ class TrialEvaluator:
     def _judged(self, kl: float, refusal_bound: float | None) -> tuple[float, float, bool]:
         """Refusals as the judge counts them: whole answers, a batch at a time, stopping once beaten."""
         o = self.options
+        order = self.answering_order()
         refusals, seen = 0, 0
-        for start in range(0, len(self.harmful), o.batch_size):
-            chunk = self.harmful[start:start + o.batch_size]
-            answers = generate(self.model, self.tokenizer, chunk, max_new_tokens=o.max_new_tokens,
-                               batch_size=o.batch_size, system_prompt=o.system_prompt)
-            refusals += self.judge.count(answers)
+        for start in range(0, len(order), o.batch_size):
+            chunk = order[start:start + o.batch_size]
+            answers = generate(self.model, self.tokenizer, [self.harmful[i] for i in chunk],
+                               max_new_tokens=o.max_new_tokens, batch_size=o.batch_size, system_prompt=o.system_prompt)
+            flags = self.judge.flags(answers)
+            for i, refused in zip(chunk, flags):
+                self.times_refused[i] += refused
+            refusals += sum(flags)
             seen += len(chunk)
             if refusal_bound is not None and refusals > refusal_bound and seen < len(self.harmful):
                 return refusals * len(self.harmful) / seen, kl, False
