@@ -10,7 +10,8 @@ layer (:data:`WHOLE_DEPTH_LADDER`), so the search can only improve on them.
 Trials are cheap: one model stays loaded, each trial's edit is written into its weights in place
 and undone from a saved copy of the residual writers before the next; KL costs one forward pass
 on the harmless prompts, and refusal counting stops early once a trial is already dominated
-(more refusals than a finished trial with no larger KL). Refusals are counted by the markers, or
+(more refusals than a finished trial with no larger KL), the prompts that earlier trials refused
+most being answered first (:meth:`TrialEvaluator.answering_order`). Refusals are counted by the markers, or
 with ``judge`` by a text-classification model (:mod:`forge_hub.evaluation.judge`). The study lives in an Optuna storage
 (:mod:`forge_hub.abliterate.study`): an interrupted run resumes where it stopped, and several
 processes or machines can add trials to one study until it holds ``trials`` finished ones.
