@@ -12,7 +12,7 @@ from forge_hub.abliterate.plan import layer_weights
 from forge_hub.abliterate.search import (
     BAND_LADDER,
     MAGNITUDES,
-    UPPER_BAND,
+    MLP_BAND,
     WHOLE_DEPTH_LADDER,
     SearchOptions,
     TrialEvaluator,
@@ -150,8 +150,12 @@ def test_the_start_up_trials_climb_a_ladder_along_the_upper_band_then_edit_every
     artifact = random_artifact()
     study = run_search(model, tok, artifact, HARMFUL, HARMLESS, options(tmp_path, trials=QUEUED), progress=False)
     ladder, whole = study.trials[1:1 + len(BAND_LADDER)], study.trials[1 + len(BAND_LADDER):]
-    for component, (peak, *_) in UPPER_BAND.items():
-        assert [t.params[f"{component}_peak"] for t in ladder] == pytest.approx([peak * s for s in BAND_LADDER])
+    assert [t.params["attn_peak"] for t in ladder] == pytest.approx([rung.attn for rung in BAND_LADDER])
+    assert [t.params["mlp_peak"] for t in ladder] == pytest.approx([rung.mlp for rung in BAND_LADDER])
+    assert [t.params["attn_center"] for t in ladder] == pytest.approx([rung.attn_center * 3 for rung in BAND_LADDER])
+    assert [t.params["mlp_center"] for t in ladder] == pytest.approx([MLP_BAND[0] * 3] * len(ladder))  # 4 layers
+    assert [t.params["attn_width"] for t in ladder] == pytest.approx([1.0] * len(ladder))  # 0.18 of 4, at least 1
+    for component in (ATTN, MLP):
         assert [t.params[f"{component}_peak"] for t in whole] == pytest.approx(list(WHOLE_DEPTH_LADDER))
     assert all(trial_choice(t)[1].per_layer for t in ladder + whole)
     edited, untouched = make_model("llama"), make_model("llama").state_dict()
@@ -211,7 +215,7 @@ def test_an_ablation_switches_a_choice_off(tmp_path):
     assert all(t.params["direction_scope"] == "global" for t in study.trials)
     ladder = study.trials[1:1 + len(BAND_LADDER)]
     assert all(t.params["direction_layer"] == default_layer for t in study.trials[1:QUEUED])
-    assert [t.params["attn_peak"] for t in ladder] == pytest.approx([UPPER_BAND["attn"][0] * s for s in BAND_LADDER])
+    assert [t.params["attn_peak"] for t in ladder] == pytest.approx([rung.attn for rung in BAND_LADDER])
     assert study.trials[-1].distributions["direction_scope"].choices == ("global",)
 
     plain = run_search(model, tok, artifact, HARMFUL, HARMLESS,

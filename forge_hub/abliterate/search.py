@@ -4,7 +4,7 @@ Optuna's multi-objective TPE sampler minimises (refusals, KL) over the direction
 (fractional: neighbouring layers' directions interpolate), the direction method, and for the
 attention and MLP writers separately a linear per-layer weight kernel (peak weight, centre,
 width, floor). The first trial is the default edit at the layer scan's pick, the next ones a
-ladder of strengths along a band of upper layers (:data:`UPPER_BAND`) and two strong edits of every
+ladder of strengths along a band of upper layers (:data:`BAND_LADDER`) and two strong edits of every
 layer (:data:`WHOLE_DEPTH_LADDER`), so the search can only improve on them.
 
 Trials are cheap: one model stays loaded, each trial's edit is written into its weights in place
@@ -26,6 +26,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import optuna
 import torch
@@ -48,26 +49,39 @@ OBJECTIVES = ("refusals", "kl")
 SEARCH_METHODS = ("projected", "mean_diff")
 MAGNITUDES = ("rows", "columns", "none")  # row-normalized, exact norm preservation, plain projection
 DEFAULT_PICK_MAX_KL = 0.12
-# The start-up trials after the default one: each layer's own direction removed from a band of upper
-# layers, attention peaking at 0.9 of the depth and the MLP at 0.83, falling off within a fifth of the
-# depth (peak, centre as a fraction of the last layer, half-width as a fraction of the layer count,
-# floor as a fraction of the peak). It is where Heretic's best trial on the refusing fixture edited,
-# in forge-hub's terms (there 1/100 refusals at KL 0.097, Heretic's own 0.095; better than any trial of
-# forge-hub's earlier searches); a ladder of strengths along it lays out a front from strong to light
-# edits within the first trials, which the sampler then refines. The ladder starts just below the band's
-# own strength and ends at a light touch: with directions from all 128 comparison prompts, 0.9 beat 1.0
-# on both refusing fixtures (fixture 1/100 at KL 0.088 against 1/100 at 0.098; second model 5/100 at
-# 0.085 against 5/100 at 0.094), and 0.15 (about half the refusals left at KL 0.006) holds the light
-# end that Heretic's front reaches and the sampler seldom visits.
-UPPER_BAND = {ATTN: (1.3, 0.9, 0.18, 0.77), MLP: (1.05, 0.83, 0.24, 0.28)}
-BAND_LADDER = (0.9, 0.8, 0.6, 0.4, 0.25, 0.15)
+# The start-up trials after the default one remove each layer's own direction from a band of upper
+# layers, each component with its own kernel: attention peaking at 0.9 of the depth, the MLP at 0.75
+# (centre as a fraction of the last layer, half-width as a fraction of the layer count, floor as a
+# fraction of the peak). The attention band is where Heretic's best trial on the refusing fixture
+# edited, in forge-hub's terms; the MLP's centre moved down from there (0.83) after scoring on both
+# refusing models: at 0.75 it removed as much or more at the same KL. A ladder of peak weights along
+# the band lays out a front from strong to light edits within the first trials, which the sampler then
+# refines. Attention writers cost little KL for the refusals they remove and MLP writers much (on the
+# second refusing model, attention 1.17 -> 1.3 beside the same MLP: 5 -> 3 refusals in 100 for 0.002
+# of KL), so the ladder starts at the attention's highest weight, lowers the MLP's faster than the
+# attention's and ends with attention alone, the lighter of those centred a little lower (0.85).
+# README, "Start-up trials", has what each rung scored and what was tried instead.
+ATTN_BAND = (0.9, 0.18, 0.77)
+MLP_BAND = (0.75, 0.24, 0.28)
+
+
+class Rung(NamedTuple):
+    """One start-up trial on the band: the peak weights, and the attention's centre where it is not the band's."""
+
+    attn: float
+    mlp: float
+    attn_center: float = ATTN_BAND[0]
+
+
+BAND_LADDER = (Rung(1.5, 0.8), Rung(1.17, 0.55), Rung(1.17, 0.2), Rung(1.17, 0.1), Rung(0.95, 0.0, 0.85),
+               Rung(0.78, 0.0))
 # After the band's ladder, two strong rungs that edit every layer at one constant weight (attention and
 # MLP alike), each removing its own direction. On the second refusing model the band's refusals level
-# off at 5/100 (0.9: KL 0.085; 1.0: 0.094; 1.15: 6 at 0.106): what is left (an insult, a sexist argument,
-# smuggling) is written by layers below the band. Every layer at 0.9 left 2/100 at KL 0.310 there and at
-# 0.8 3/100 at 0.268, where Heretic's strongest points were 2 at 0.329 and 3 at 0.277 (100 tokens,
-# Heretic's markers; benchmarks/heretic_comparison.py's prompts). They come after the band, so a study's
-# first trials, and the light end they lay out, are unchanged.
+# off at 3-5/100: what is left (an insult, a sexist argument, smuggling) is written by layers below the
+# band. Every layer at 0.9 left 2/100 at KL 0.310 there and at 0.8 3/100 at 0.268, where Heretic's
+# strongest points were 2 at 0.329 and 3 at 0.277 (100 tokens, Heretic's markers;
+# benchmarks/heretic_comparison.py's prompts). They come after the band, so a study's first trials,
+# and the light end they lay out, are unchanged.
 WHOLE_DEPTH_LADDER = (0.9, 0.8)
 PROCESS = f"{socket.gethostname()}:{os.getpid()}"  # which worker scored a trial
 
@@ -282,13 +296,15 @@ def default_trial_params(artifact: RefusalDirections) -> dict[str, object]:
     return params
 
 
-def band_trial_params(num_layers: int, scale: float, direction_layer: float | None = None) -> dict[str, object]:
-    """A start-up trial on :data:`UPPER_BAND` with every peak times ``scale``; within every space. Each
-    layer removes its own direction, or with ``direction_layer`` that layer's, globally."""
+def band_trial_params(num_layers: int, rung: Rung, direction_layer: float | None = None) -> dict[str, object]:
+    """A start-up trial on the upper band (:data:`ATTN_BAND`, :data:`MLP_BAND`) at ``rung``'s weights;
+    within every space. Each layer removes its own direction, or with ``direction_layer`` that
+    layer's, globally."""
     last = num_layers - 1
+    shapes = ((ATTN, rung.attn, (rung.attn_center, *ATTN_BAND[1:])), (MLP, rung.mlp, MLP_BAND))
     return _start_up_trial(num_layers, direction_layer, {
-        component: (peak * scale, centre * last, max(1.0, width * num_layers), floor)
-        for component, (peak, centre, width, floor) in UPPER_BAND.items()})
+        component: (peak, centre * last, max(1.0, width * num_layers), floor)
+        for component, peak, (centre, width, floor) in shapes})
 
 
 def whole_depth_trial_params(num_layers: int, weight: float, direction_layer: float | None = None) -> dict[str, object]:
@@ -314,7 +330,7 @@ def _start_up_trial(num_layers: int, direction_layer: float | None,
 
 def ladder_trial_params(num_layers: int, direction_layer: float | None = None) -> list[dict[str, object]]:
     """The start-up ladder: :data:`BAND_LADDER` along the upper band, then :data:`WHOLE_DEPTH_LADDER`."""
-    return [*(band_trial_params(num_layers, scale, direction_layer) for scale in BAND_LADDER),
+    return [*(band_trial_params(num_layers, rung, direction_layer) for rung in BAND_LADDER),
             *(whole_depth_trial_params(num_layers, weight, direction_layer) for weight in WHOLE_DEPTH_LADDER)]
 
 
