@@ -59,7 +59,7 @@ DEFAULT_PICK_MAX_KL = 0.12
 # refines. Attention writers cost little KL for the refusals they remove and MLP writers much (on the
 # second refusing model, attention 1.17 -> 1.3 beside the same MLP: 5 -> 3 refusals in 100 for 0.002
 # of KL), so the ladder starts at the attention's highest weight, lowers the MLP's faster than the
-# attention's and ends with attention alone, the lighter of those centred a little lower (0.85).
+# attention's and ends with attention alone, the first of those two centred a little lower (0.85).
 # README, "Start-up trials", has what each rung scored and what was tried instead.
 ATTN_BAND = (0.9, 0.18, 0.77)
 MLP_BAND = (0.75, 0.24, 0.28)
