@@ -27,7 +27,7 @@ import pytest
 from helpers.tiny import HARMFUL, make_model, save_model, write_prompt_files
 from optuna.trial import TrialState
 
-from forge_hub.abliterate.search import BAND_LADDER, WHOLE_DEPTH_LADDER, pick_trial
+from forge_hub.abliterate.search import BAND_LADDER, BROAD_LADDER, pick_trial
 from forge_hub.abliterate.study import StudyLocation
 
 TRIALS = 10
@@ -153,7 +153,7 @@ def test_a_killed_workers_trial_is_run_again(kind, setup, tmp_path):
             # a trial being scored: every parameter chosen (the process is recorded then)
             busy = [t for t in trials if t.state == TrialState.RUNNING and "process" in t.user_attrs]
             # past the queued start-up trials, which would otherwise go before the re-queued one
-            if done >= 2 + len(BAND_LADDER) + len(WHOLE_DEPTH_LADDER) and busy:
+            if done >= 2 + len(BAND_LADDER) + len(BROAD_LADDER) and busy:
                 worker.send_signal(signal.SIGKILL)  # mid-trial: no chance to clean up
                 worker.wait()
                 running = busy[0]

@@ -11,9 +11,9 @@ from forge_hub.abliterate.live import abliterate_model
 from forge_hub.abliterate.plan import layer_weights
 from forge_hub.abliterate.search import (
     BAND_LADDER,
+    BROAD_LADDER,
     MAGNITUDES,
     MLP_BAND,
-    WHOLE_DEPTH_LADDER,
     SearchOptions,
     TrialEvaluator,
     default_trial_params,
@@ -30,7 +30,7 @@ from forge_hub.evaluation.refusals import is_refusal
 from forge_hub.model.chat import token_counts
 from forge_hub.schema import AblationSettings
 
-QUEUED = 1 + len(BAND_LADDER) + len(WHOLE_DEPTH_LADDER)  # a new study's start-up trials: default, then ladder
+QUEUED = 1 + len(BAND_LADDER) + len(BROAD_LADDER)  # a new study's start-up trials: default, then ladder
 
 
 def options(tmp_path, **kw):
@@ -142,33 +142,35 @@ def test_the_first_trial_is_the_default_runs_choice(tmp_path):
                            untouched["model.layers.2.self_attn.o_proj.weight"])
 
 
-def test_the_start_up_trials_climb_a_ladder_along_the_upper_band_then_edit_every_layer(tmp_path):
+def test_the_start_up_trials_climb_a_ladder_along_the_upper_band_then_edit_on_broad_kernels(tmp_path):
     """After the default, the next trials remove each layer's own direction from the top layers
-    only, at the ladder's strengths, then from every layer at one weight; a study smaller than the
+    only, at the ladder's strengths, then from most layers on broad kernels; a study smaller than the
     queue gets only what fits."""
     model, tok = make_model("llama"), make_tokenizer()
     artifact = random_artifact()
     study = run_search(model, tok, artifact, HARMFUL, HARMLESS, options(tmp_path, trials=QUEUED), progress=False)
-    ladder, whole = study.trials[1:1 + len(BAND_LADDER)], study.trials[1 + len(BAND_LADDER):]
+    ladder, broad = study.trials[1:1 + len(BAND_LADDER)], study.trials[1 + len(BAND_LADDER):]
     assert [t.params["attn_peak"] for t in ladder] == pytest.approx([rung.attn for rung in BAND_LADDER])
     assert [t.params["mlp_peak"] for t in ladder] == pytest.approx([rung.mlp for rung in BAND_LADDER])
     assert [t.params["attn_center"] for t in ladder] == pytest.approx([rung.attn_center * 3 for rung in BAND_LADDER])
     assert [t.params["mlp_center"] for t in ladder] == pytest.approx([MLP_BAND[0] * 3] * len(ladder))  # 4 layers
     assert [t.params["attn_width"] for t in ladder] == pytest.approx([1.0] * len(ladder))  # 0.18 of 4, at least 1
-    for component in (ATTN, MLP):
-        assert [t.params[f"{component}_peak"] for t in whole] == pytest.approx(list(WHOLE_DEPTH_LADDER))
-    assert all(trial_choice(t)[1].per_layer for t in ladder + whole)
+    for i, component in enumerate((ATTN, MLP)):
+        assert [t.params[f"{component}_peak"] for t in broad] == pytest.approx([k[i].peak for k in BROAD_LADDER])
+    assert all(trial_choice(t)[1].per_layer for t in ladder + broad)
     edited, untouched = make_model("llama"), make_model("llama").state_dict()
     abliterate_model(edited, artifact, trial_choice(ladder[0])[1])
     for layer, changed in ((0, False), (1, False), (3, True)):  # 4 layers: the band is the top two
         for name in ("self_attn.o_proj", "mlp.down_proj"):
             key = f"model.layers.{layer}.{name}.weight"
             assert torch.equal(edited.state_dict()[key], untouched[key]) != changed, key
-    # a whole-depth rung: every layer's writers lose the same share of their own direction
-    settings = trial_choice(whole[0])[1]
-    assert settings.attn_strength == settings.mlp_strength == pytest.approx(WHOLE_DEPTH_LADDER[0])
-    for component in (ATTN, MLP):
-        assert layer_weights(settings, 4, component) == pytest.approx([1.0] * 4)
+    # a broad rung at 4 layers: attention peaks at 0.78 of 3 (2.34) and falls to 0.6 of its peak two
+    # layers away (half of 4), zero beyond; the MLP peaks at 0.98 of 3 (2.94)
+    settings = trial_choice(broad[0])[1]
+    assert (settings.attn_strength, settings.mlp_strength) == pytest.approx((1.5, 1.3))
+    assert layer_weights(settings, 4, ATTN) == pytest.approx([0.0, *(1 - 0.4 * d / 2 for d in (1.34, 0.34, 0.66))])
+    assert layer_weights(settings, 4, MLP) == pytest.approx([0.0, 1 - 0.4 * 1.94 / 2, 1 - 0.4 * 0.94 / 2,
+                                                             1 - 0.4 * 0.06 / 2])
     small = run_search(model, tok, artifact, HARMFUL, HARMLESS, options(tmp_path / "small", trials=2),
                        progress=False)
     assert len(small.trials) == 2 and small.trials[1].params == ladder[0].params  # nothing left queued

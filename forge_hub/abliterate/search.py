@@ -4,8 +4,8 @@ Optuna's multi-objective TPE sampler minimises (refusals, KL) over the direction
 (fractional: neighbouring layers' directions interpolate), the direction method, and for the
 attention and MLP writers separately a linear per-layer weight kernel (peak weight, centre,
 width, floor). The first trial is the default edit at the layer scan's pick, the next ones a
-ladder of strengths along a band of upper layers (:data:`BAND_LADDER`) and two strong edits of every
-layer (:data:`WHOLE_DEPTH_LADDER`), so the search can only improve on them.
+ladder of strengths along a band of upper layers (:data:`BAND_LADDER`) and two strong edits on broad
+kernels (:data:`BROAD_LADDER`), so the search can only improve on them.
 
 Trials are cheap: one model stays loaded, each trial's edit is written into its weights in place
 and undone from a saved copy of the residual writers before the next; KL costs one forward pass
@@ -75,14 +75,31 @@ class Rung(NamedTuple):
 
 BAND_LADDER = (Rung(1.5, 0.8), Rung(1.17, 0.55), Rung(1.17, 0.2), Rung(1.17, 0.1), Rung(0.95, 0.0, 0.85),
                Rung(0.78, 0.0))
-# After the band's ladder, two strong rungs that edit every layer at one constant weight (attention and
-# MLP alike), each removing its own direction. On the second refusing model the band's refusals level
-# off at 3-5/100: what is left (an insult, a sexist argument, smuggling) is written by layers below the
-# band. Every layer at 0.9 left 2/100 at KL 0.310 there and at 0.8 3/100 at 0.268, where Heretic's
-# strongest points were 2 at 0.329 and 3 at 0.277 (100 tokens, Heretic's markers;
-# benchmarks/heretic_comparison.py's prompts). They come after the band, so a study's first trials,
-# and the light end they lay out, are unchanged.
-WHOLE_DEPTH_LADDER = (0.9, 0.8)
+
+
+class Kernel(NamedTuple):
+    """A start-up kernel in fractions of the depth: the centre of the last layer, the half-width of the
+    layer count, the floor of the peak (a kernel's weights: :func:`forge_hub.abliterate.ablation.layer_kernel`)."""
+
+    peak: float
+    center: float
+    width: float
+    floor: float
+
+
+# After the band's ladder, two strong rungs on broad kernels (attention, MLP), each layer removing its
+# own direction. On the second refusing model the band's refusals level off at 3-5/100: what is left
+# (an insult, a sexist argument, smuggling) is written by layers below the band. Heretic's run again
+# on that model reached 2/100 at KL 0.259 with attention at 1.47 peaking at 0.78 of the depth and
+# falling to 0.59 of that at half the depth away, the MLP at 1.12 near the top; that shape with each
+# layer's own direction scored 3 at 0.182 in forge-hub. These two rungs, at attention 1.5 and MLP 1.3,
+# scored 2 at 0.199 and 1 at 0.300 there, where the every-layer rungs they replace (one constant weight,
+# 0.9 and 0.8) scored 2 at 0.310 and 3 at 0.268 (100 tokens, Heretic's markers,
+# benchmarks/heretic_comparison.py's prompts). On the refusing fixture both kinds lie behind the band's
+# 1 at 0.086 (broad: 3 at 0.208, 4 at 0.266; every layer: 50 at 0.319 and 0.278). They come after the
+# band, so a study's first trials, and the light end they lay out, are unchanged.
+BROAD_LADDER = ((Kernel(1.5, 0.78, 0.5, 0.6), Kernel(1.3, 0.98, 0.5, 0.6)),
+                (Kernel(1.5, 0.78, 0.6, 0.7), Kernel(1.3, 0.98, 0.6, 0.7)))
 PROCESS = f"{socket.gethostname()}:{os.getpid()}"  # which worker scored a trial
 
 
@@ -307,11 +324,14 @@ def band_trial_params(num_layers: int, rung: Rung, direction_layer: float | None
         for component, peak, (centre, width, floor) in shapes})
 
 
-def whole_depth_trial_params(num_layers: int, weight: float, direction_layer: float | None = None) -> dict[str, object]:
-    """A start-up trial editing every layer's attention and MLP writers at ``weight``; each layer removes
-    its own direction, or with ``direction_layer`` that layer's, globally."""
-    flat = (weight, float(num_layers - 1), float(num_layers), 1.0)  # floor 1 over the whole depth: constant
-    return _start_up_trial(num_layers, direction_layer, {ATTN: flat, MLP: flat})
+def broad_trial_params(num_layers: int, kernels: tuple[Kernel, Kernel],
+                       direction_layer: float | None = None) -> dict[str, object]:
+    """A start-up trial with ``kernels`` (attention, MLP); each layer removes its own direction, or
+    with ``direction_layer`` that layer's, globally."""
+    last = num_layers - 1
+    return _start_up_trial(num_layers, direction_layer, {
+        component: (k.peak, k.center * last, max(1.0, k.width * num_layers), k.floor)
+        for component, k in zip((ATTN, MLP), kernels)})
 
 
 def _start_up_trial(num_layers: int, direction_layer: float | None,
@@ -329,9 +349,9 @@ def _start_up_trial(num_layers: int, direction_layer: float | None,
 
 
 def ladder_trial_params(num_layers: int, direction_layer: float | None = None) -> list[dict[str, object]]:
-    """The start-up ladder: :data:`BAND_LADDER` along the upper band, then :data:`WHOLE_DEPTH_LADDER`."""
+    """The start-up ladder: :data:`BAND_LADDER` along the upper band, then :data:`BROAD_LADDER`."""
     return [*(band_trial_params(num_layers, rung, direction_layer) for rung in BAND_LADDER),
-            *(whole_depth_trial_params(num_layers, weight, direction_layer) for weight in WHOLE_DEPTH_LADDER)]
+            *(broad_trial_params(num_layers, kernels, direction_layer) for kernels in BROAD_LADDER)]
 
 
 def start_trials(options: SearchOptions, artifact: RefusalDirections) -> list[dict[str, object]]:
