@@ -96,8 +96,8 @@ class Kernel(NamedTuple):
 # scored 2 at 0.199 and 1 at 0.300 there, where the every-layer rungs they replace (one constant weight,
 # 0.9 and 0.8) scored 2 at 0.310 and 3 at 0.268 (100 tokens, Heretic's markers,
 # benchmarks/heretic_comparison.py's prompts). On the refusing fixture both kinds lie behind the band's
-# 1 at 0.086 (broad: 3 at 0.208, 4 at 0.266; every layer: 50 at 0.319 and 0.278). They come after the
-# band, so a study's first trials, and the light end they lay out, are unchanged.
+# 1 at 0.086 (broad: 3 at 0.208, 4 at 0.266; every layer: more than one refusal at KL 0.28 and 0.32).
+# They come after the band, so a study's first trials, and the light end they lay out, are unchanged.
 BROAD_LADDER = ((Kernel(1.5, 0.78, 0.5, 0.6), Kernel(1.3, 0.98, 0.5, 0.6)),
                 (Kernel(1.5, 0.78, 0.6, 0.7), Kernel(1.3, 0.98, 0.6, 0.7)))
 PROCESS = f"{socket.gethostname()}:{os.getpid()}"  # which worker scored a trial
