@@ -78,8 +78,9 @@ BAND_LADDER = (Rung(1.5, 0.8), Rung(1.17, 0.55), Rung(1.17, 0.2), Rung(1.17, 0.1
 
 
 class Kernel(NamedTuple):
-    """A start-up kernel in fractions of the depth: the centre of the last layer, the half-width of the
-    layer count, the floor of the peak (a kernel's weights: :func:`forge_hub.abliterate.ablation.layer_kernel`)."""
+    """A start-up kernel in fractions, so one ladder fits every depth: the centre of the last layer's
+    index, the half-width of the layer count, the floor of the peak (the weights it gives:
+    :func:`forge_hub.abliterate.ablation.layer_kernel`)."""
 
     peak: float
     center: float
