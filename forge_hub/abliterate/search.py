@@ -318,17 +318,14 @@ def band_trial_params(num_layers: int, rung: Rung, direction_layer: float | None
     """A start-up trial on the upper band (:data:`ATTN_BAND`, :data:`MLP_BAND`) at ``rung``'s weights;
     within every space. Each layer removes its own direction, or with ``direction_layer`` that
     layer's, globally."""
-    last = num_layers - 1
-    shapes = ((ATTN, rung.attn, (rung.attn_center, *ATTN_BAND[1:])), (MLP, rung.mlp, MLP_BAND))
-    return _start_up_trial(num_layers, direction_layer, {
-        component: (peak, centre * last, max(1.0, width * num_layers), floor)
-        for component, peak, (centre, width, floor) in shapes})
+    kernels = (Kernel(rung.attn, rung.attn_center, *ATTN_BAND[1:]), Kernel(rung.mlp, *MLP_BAND))
+    return kernel_trial_params(num_layers, kernels, direction_layer)
 
 
-def broad_trial_params(num_layers: int, kernels: tuple[Kernel, Kernel],
-                       direction_layer: float | None = None) -> dict[str, object]:
-    """A start-up trial with ``kernels`` (attention, MLP); each layer removes its own direction, or
-    with ``direction_layer`` that layer's, globally."""
+def kernel_trial_params(num_layers: int, kernels: tuple[Kernel, Kernel],
+                        direction_layer: float | None = None) -> dict[str, object]:
+    """A start-up trial with ``kernels`` (attention, MLP), their fractions turned into layers; each
+    layer removes its own direction, or with ``direction_layer`` that layer's, globally."""
     last = num_layers - 1
     return _start_up_trial(num_layers, direction_layer, {
         component: (k.peak, k.center * last, max(1.0, k.width * num_layers), k.floor)
@@ -352,7 +349,7 @@ def _start_up_trial(num_layers: int, direction_layer: float | None,
 def ladder_trial_params(num_layers: int, direction_layer: float | None = None) -> list[dict[str, object]]:
     """The start-up ladder: :data:`BAND_LADDER` along the upper band, then :data:`BROAD_LADDER`."""
     return [*(band_trial_params(num_layers, rung, direction_layer) for rung in BAND_LADDER),
-            *(broad_trial_params(num_layers, kernels, direction_layer) for kernels in BROAD_LADDER)]
+            *(kernel_trial_params(num_layers, kernels, direction_layer) for kernels in BROAD_LADDER)]
 
 
 def start_trials(options: SearchOptions, artifact: RefusalDirections) -> list[dict[str, object]]:
