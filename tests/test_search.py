@@ -155,6 +155,10 @@ def test_the_start_up_trials_climb_a_ladder_along_the_upper_band_then_edit_on_br
     assert [t.params["attn_center"] for t in ladder] == pytest.approx([rung.attn_center * 3 for rung in BAND_LADDER])
     assert [t.params["mlp_center"] for t in ladder] == pytest.approx([MLP_BAND[0] * 3] * len(ladder))  # 4 layers
     assert [t.params["attn_width"] for t in ladder] == pytest.approx([1.0] * len(ladder))  # 0.18 of 4, at least 1
+    assert [t.params["magnitudes"] for t in ladder] == [rung.magnitudes for rung in BAND_LADDER]
+    assert [t.params["magnitudes"] for t in broad] == ["rows"] * len(BROAD_LADDER)
+    plain = trial_choice(ladder[4])[1]  # the light rung is a plain projection, the others row-normalized
+    assert not plain.row_normalized and not plain.norm_preserving and trial_choice(ladder[0])[1].row_normalized
     for i, component in enumerate((ATTN, MLP)):
         assert [t.params[f"{component}_peak"] for t in broad] == pytest.approx([k[i].peak for k in BROAD_LADDER])
     assert all(trial_choice(t)[1].per_layer for t in ladder + broad)
@@ -178,14 +182,16 @@ def test_the_start_up_trials_climb_a_ladder_along_the_upper_band_then_edit_on_br
 
 def test_the_focused_space_searches_only_its_choices_after_the_default(tmp_path):
     """Trials after the first stay within the focused choices; the first is the default's edit even
-    where that lies outside them (here plain projection), so the space widens by exactly it."""
+    where that lies outside them (here exact column norms), so the space widens by exactly it."""
     model, tok = make_model("llama"), make_tokenizer()
-    artifact = random_artifact()  # its default edit: plain projection, no biprojection
-    study = run_search(model, tok, artifact, HARMFUL, HARMLESS, options(tmp_path, trials=6), progress=False)
-    assert study.trials[0].params["magnitudes"] == "none"
+    artifact = random_artifact()  # its default edit: exact column norms, no biprojection
+    artifact.metadata.apply_settings = AblationSettings(norm_preserving=True)
+    study = run_search(model, tok, artifact, HARMFUL, HARMLESS, options(tmp_path, trials=QUEUED + 2),
+                       progress=False)
+    assert study.trials[0].params["magnitudes"] == "columns"
+    assert study.trials[-1].distributions["magnitudes"].choices == ("rows", "none", "columns")
     later = [t.params for t in study.trials[1:]]
     assert {p["method"] for p in later} <= {"projected"} and {p["biprojected"] for p in later} == {False}
-    assert {p["magnitudes"] for p in later} <= {"rows", "none"}
     assert all(p["layer_end"] == 4 and p["skip_first"] == 0 for p in later)  # the default's range: all layers
     assert all(p["direction_layer"] >= 0.4 * 3 for p in later if p["direction_scope"] == "global")
     # without the ladder only the default is queued, so the sampler draws the rest of the 12 trials

@@ -66,14 +66,20 @@ MLP_BAND = (0.75, 0.24, 0.28)
 
 
 class Rung(NamedTuple):
-    """One start-up trial on the band: the peak weights, and the attention's centre where it is not the band's."""
+    """One start-up trial on the band: the peak weights, the attention's centre where it is not the
+    band's, and how weight magnitudes are kept (a :data:`MAGNITUDES` choice)."""
 
     attn: float
     mlp: float
     attn_center: float = ATTN_BAND[0]
+    magnitudes: str = "rows"
 
 
-BAND_LADDER = (Rung(1.5, 0.8), Rung(1.17, 0.55), Rung(1.17, 0.2), Rung(1.17, 0.1), Rung(0.95, 0.0, 0.85),
+# The fifth rung, attention alone at 0.95 centred at 0.85, is a plain projection: at that light end it
+# scored 35 refusals in 100 at KL 0.0124 on the second refusing model where row normalization scored
+# 35 at 0.0133 (fixture: 44 at 0.011 against 43 at 0.010); on the first rung the plain projection
+# lost (fixture 1 at 0.093 against 0.086), so the others keep row normalization.
+BAND_LADDER = (Rung(1.5, 0.8), Rung(1.17, 0.55), Rung(1.17, 0.2), Rung(1.17, 0.1), Rung(0.95, 0.0, 0.85, "none"),
                Rung(0.78, 0.0))
 
 
@@ -144,10 +150,11 @@ ABLATIONS = ("per-layer-directions", "start-up-ladder")
 
 def search_space(options: SearchOptions, artifact: RefusalDirections) -> SearchSpace:
     """The study's space. "focused" (the default) leaves out what loses on both refusing fixtures
-    (README, "Parameter search"): the plain mean difference leaves most refusals; plain projection,
-    exact column-norm preservation and biprojection cost more KL than row-normalized edits at equal
-    refusals; a direction from the bottom two fifths or an edit that stops far below the top removes
-    little. With 40 trials, each trial spent there is one fewer near the front. Its layer range is
+    (README, "Parameter search"): the plain mean difference leaves most refusals; exact column-norm
+    preservation and biprojection cost more KL than row-normalized edits at equal refusals, and so
+    does plain projection except at the light end (it stays in for the ladder's light rung,
+    :data:`BAND_LADDER`); a direction from the bottom two fifths or an edit that stops far below the
+    top removes little. With 40 trials, each trial spent there is one fewer near the front. Its layer range is
     the whole model or the default run's measured one. "wide" searches all of it. Either space also
     takes in the default run's own choices, so that its edit is exactly the first trial."""
     if options.space not in SEARCH_SPACES:
@@ -169,7 +176,7 @@ def search_space(options: SearchOptions, artifact: RefusalDirections) -> SearchS
                            biprojection=(False, True), direction_layers=(min(0.2 * last, layer), top),
                            direction_scopes=scopes,
                            skip_first=_with((0, round(0.2 * n)), default["skip_first"]), layer_ends=None)
-    return SearchSpace(methods=_with(("projected",), method), magnitudes=_with(("rows",), default["magnitudes"]),
+    return SearchSpace(methods=_with(("projected",), method), magnitudes=_with(("rows", "none"), default["magnitudes"]),
                        biprojection=_with((False,), default["biprojected"]),
                        direction_layers=(min(0.4 * last, layer), top), direction_scopes=scopes,
                        skip_first=_with((0,), default["skip_first"]), layer_ends=_with((n,), default["layer_end"]))
@@ -319,26 +326,26 @@ def band_trial_params(num_layers: int, rung: Rung, direction_layer: float | None
     within every space. Each layer removes its own direction, or with ``direction_layer`` that
     layer's, globally."""
     kernels = (Kernel(rung.attn, rung.attn_center, *ATTN_BAND[1:]), Kernel(rung.mlp, *MLP_BAND))
-    return kernel_trial_params(num_layers, kernels, direction_layer)
+    return kernel_trial_params(num_layers, kernels, direction_layer, rung.magnitudes)
 
 
-def kernel_trial_params(num_layers: int, kernels: tuple[Kernel, Kernel],
-                        direction_layer: float | None = None) -> dict[str, object]:
+def kernel_trial_params(num_layers: int, kernels: tuple[Kernel, Kernel], direction_layer: float | None = None,
+                        magnitudes: str = "rows") -> dict[str, object]:
     """A start-up trial with ``kernels`` (attention, MLP), their fractions turned into layers; each
     layer removes its own direction, or with ``direction_layer`` that layer's, globally."""
     last = num_layers - 1
-    return _start_up_trial(num_layers, direction_layer, {
+    return _start_up_trial(num_layers, direction_layer, magnitudes, {
         component: (k.peak, k.center * last, max(1.0, k.width * num_layers), k.floor)
         for component, k in zip((ATTN, MLP), kernels)})
 
 
-def _start_up_trial(num_layers: int, direction_layer: float | None,
+def _start_up_trial(num_layers: int, direction_layer: float | None, magnitudes: str,
                     kernels: dict[str, tuple[float, float, float, float]]) -> dict[str, object]:
-    """Search parameters of a row-normalized projection over every layer, with a (peak, centre, width,
-    floor) kernel per component; within every space."""
+    """Search parameters of a projection over every layer, with a (peak, centre, width, floor) kernel
+    per component; within every space."""
     scope = {"direction_scope": "per_layer"} if direction_layer is None \
         else {"direction_scope": "global", "direction_layer": direction_layer}
-    params: dict[str, object] = {"method": "projected", **scope, "magnitudes": "rows",
+    params: dict[str, object] = {"method": "projected", **scope, "magnitudes": magnitudes,
                                  "biprojected": False, "skip_first": 0, "layer_end": num_layers}
     for component, (peak, centre, width, floor) in kernels.items():
         params.update({f"{component}_peak": peak, f"{component}_center": centre,
