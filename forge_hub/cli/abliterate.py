@@ -110,7 +110,7 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--search-tokens", type=int, default=24, help="answer length while searching (default 24)")
     g.add_argument("--search-space", choices=SEARCH_SPACES, default="focused",
                    help="focused (default): leaves out what loses on the refusing fixtures (mean-difference "
-                        "directions, plain projection, exact column-norm preservation, biprojection, directions "
+                        "directions, exact column-norm preservation, biprojection, directions "
                         "from the bottom two fifths, layer ranges other than all or the default run's); wide: "
                         "searches them too")
     g.add_argument("--search-without", type=_ablations, metavar="CHOICE[,CHOICE]",
