@@ -154,8 +154,8 @@ def search_space(options: SearchOptions, artifact: RefusalDirections) -> SearchS
     preservation and biprojection cost more KL than row-normalized edits at equal refusals, and so
     does plain projection except at the light end (it stays in for the ladder's light rung,
     :data:`BAND_LADDER`); a direction from the bottom two fifths or an edit that stops far below the
-    top removes little. With 40 trials, each trial spent there is one fewer near the front. Its layer range is
-    the whole model or the default run's measured one. "wide" searches all of it. Either space also
+    top removes little. With 40 trials, each trial spent there is one fewer near the front. Its layer
+    range is the whole model or the default run's measured one. "wide" searches all of it. Either space also
     takes in the default run's own choices, so that its edit is exactly the first trial."""
     if options.space not in SEARCH_SPACES:
         raise SettingsError(f"unknown search space {options.space!r}", f"use one of {', '.join(SEARCH_SPACES)}",
@@ -331,8 +331,9 @@ def band_trial_params(num_layers: int, rung: Rung, direction_layer: float | None
 
 def kernel_trial_params(num_layers: int, kernels: tuple[Kernel, Kernel], direction_layer: float | None = None,
                         magnitudes: str = "rows") -> dict[str, object]:
-    """A start-up trial with ``kernels`` (attention, MLP), their fractions turned into layers; each
-    layer removes its own direction, or with ``direction_layer`` that layer's, globally."""
+    """A start-up trial with ``kernels`` (attention, MLP), their fractions turned into layers, weight
+    magnitudes kept as ``magnitudes`` says; each layer removes its own direction, or with
+    ``direction_layer`` that layer's, globally."""
     last = num_layers - 1
     return _start_up_trial(num_layers, direction_layer, magnitudes, {
         component: (k.peak, k.center * last, max(1.0, k.width * num_layers), k.floor)
