@@ -179,14 +179,20 @@ def _sys_writable() -> bool:
 # --- interrupted runs ------------------------------------------------------------------------------
 
 SLOW_APPLY = textwrap.dedent("""
-    # the forge-hub command, with a pause after each shard so the test can interrupt it mid-write
-    import sys, time
+    # the forge-hub command, with a pause after each shard so the test can interrupt it mid-write: some
+    # seconds, or until a file exists (the test creates it when this run may go on)
+    import os, sys, time
     import forge_hub.outputs.checkpoint as checkpoint
     original = checkpoint.rewrite_shard
     def slow(*args, **kwargs):
         written = original(*args, **kwargs)
         print("shard written", flush=True)
-        time.sleep(float(sys.argv[1]))
+        try:
+            time.sleep(float(sys.argv[1]))
+        except ValueError:
+            deadline = time.monotonic() + 300
+            while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline:
+                time.sleep(0.05)
         return written
     checkpoint.rewrite_shard = slow
     from forge_hub.cli import main
@@ -194,7 +200,7 @@ SLOW_APPLY = textwrap.dedent("""
 """)
 
 
-def _start(pause: float, *argv: str, cwd: Path) -> subprocess.Popen:
+def _start(pause: float | Path, *argv: str, cwd: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", SLOW_APPLY, str(pause), *argv], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
@@ -241,13 +247,19 @@ def test_a_killed_apply_leaves_no_output_and_the_next_run_cleans_up(sig, models,
 def test_two_runs_writing_the_same_output_never_replace_each_other(models, tmp_path):
     tiny, directions = models / "models" / "tiny", models / "directions"
     out = tmp_path / "edited"
-    first = _start(4, "apply", str(tiny), "--directions", str(directions), "--out", str(out), cwd=tmp_path)
+    # each pauses after its shards until the test lets it go on (fixed pauses lost the race on a loaded
+    # machine: the second run took longer to start than the first to finish, and found the output there)
+    first_may_finish, second_may_finish = tmp_path / "first-may-finish", tmp_path / "second-may-finish"
+    first = _start(first_may_finish, "apply", str(tiny), "--directions", str(directions), "--out", str(out),
+                   cwd=tmp_path)
     _wait_for_a_shard(first)  # the first is writing; the second starts while the output does not exist yet
-    second = _start(4, "apply", str(tiny), "--directions", str(directions), "--out", str(out), "--dtype", "fp32",
-                    cwd=tmp_path)
-    _wait_for_a_shard(second)
+    second = _start(second_may_finish, "apply", str(tiny), "--directions", str(directions), "--out", str(out),
+                    "--dtype", "fp32", cwd=tmp_path)
+    _wait_for_a_shard(second)  # both are writing
+    first_may_finish.touch()
     assert first.wait(timeout=120) == 0, first.stderr.read()
     first_output = snapshot(out)
+    second_may_finish.touch()  # the first's output appeared while the second was writing
     assert second.wait(timeout=120) == 2
     err = second.stderr.read()
     assert "appeared while this run was writing" in err and "fix:" in err and "Traceback" not in err
