@@ -27,7 +27,7 @@ import pytest
 from helpers.tiny import HARMFUL, make_model, save_model, write_prompt_files
 from optuna.trial import TrialState
 
-from forge_hub.abliterate.search import BAND_LADDER, BROAD_LADDER, pick_trial
+from forge_hub.abliterate.search import pick_trial
 from forge_hub.abliterate.study import StudyLocation
 
 TRIALS = 10
@@ -109,7 +109,8 @@ def test_two_workers_and_the_final_command_share_one_study(kind, setup, tmp_path
     assert "holds 3 finished trials" in finish(first)
     args = search_args(src, root, study, "--trials", TRIALS)
     workers = [forge_hub(*args, "--worker", cwd=tmp_path) for _ in range(2)]
-    final = forge_hub(*args, "--out", tmp_path / "model", cwd=tmp_path)
+    # the run's check after the apply is not what this test is about: a few tokens keep it short
+    final = forge_hub(*args, "--out", tmp_path / "model", "--check-tokens", 4, cwd=tmp_path)
     for worker in workers:
         assert "holds 10 finished trials" in finish(worker)
     assert "Pareto front" in finish(final)
@@ -138,7 +139,10 @@ def test_two_workers_and_the_final_command_share_one_study(kind, setup, tmp_path
 def test_a_killed_workers_trial_is_run_again(kind, setup, tmp_path):
     root, src = setup
     study = str(tmp_path / kind)
-    slow = ("--eval-harmful", root / "many.txt", "--search-tokens", 32, "--heartbeat", 1)
+    # slow trials, so the kill lands mid-trial; no start-up ladder, whose eight queued trials would only
+    # delay the kill (the queued default trial still goes first)
+    slow = ("--eval-harmful", root / "many.txt", "--search-tokens", 32, "--heartbeat", 1,
+            "--search-without", "start-up-ladder")
     worker = forge_hub(*search_args(src, root, study, "--trials", 100, "--worker", *slow), cwd=tmp_path)
     running = None
     deadline = time.monotonic() + 300
@@ -152,8 +156,8 @@ def test_a_killed_workers_trial_is_run_again(kind, setup, tmp_path):
             done = sum(t.state == TrialState.COMPLETE for t in trials)
             # a trial being scored: every parameter chosen (the process is recorded then)
             busy = [t for t in trials if t.state == TrialState.RUNNING and "process" in t.user_attrs]
-            # past the queued start-up trials, which would otherwise go before the re-queued one
-            if done >= 2 + len(BAND_LADDER) + len(BROAD_LADDER) and busy:
+            # past the queued start-up trial, which would otherwise go before the re-queued one
+            if done >= 2 and busy:
                 worker.send_signal(signal.SIGKILL)  # mid-trial: no chance to clean up
                 worker.wait()
                 running = busy[0]
@@ -163,8 +167,8 @@ def test_a_killed_workers_trial_is_run_again(kind, setup, tmp_path):
         pytest.skip("the worker finished that trial just before it was killed")
     target = sum(t.state == TrialState.COMPLETE for t in load(study).trials) + 2
 
-    final = forge_hub(*search_args(src, root, study, "--trials", target, "--out", tmp_path / "model", *slow),
-                      cwd=tmp_path)
+    final = forge_hub(*search_args(src, root, study, "--trials", target, "--out", tmp_path / "model", *slow,
+                                   "--check-tokens", 4), cwd=tmp_path)
     finish(final)
     trials = load(study).trials
     assert next(t for t in trials if t.number == running.number).state == TrialState.FAIL
