@@ -28,8 +28,9 @@ def test_default_run_removes_refusals_without_wrecking_the_model(tmp_path):
     harmful, harmless = direction_prompts()
     # the default pipeline: layer scan, then the final choice by generation on XSTest's unsafe prompts,
     # here over the scan's best layer in each way of applying it (shortlist 1) instead of its three best
-    # layers: a third of the answers (3 settings instead of 9, about 12 minutes on one core instead of
-    # 21); the default's shortlist of three is what benchmarks/refusal_removal.py measures
+    # layers: a third of the answers (3 settings instead of 9; 11.4 minutes on one core, where the nine
+    # took 23 in a full suite run on two busy cores); the default's shortlist of three is what
+    # benchmarks/refusal_removal.py measures
     artifact = compute(model, tokenizer, src, PromptLists(harmful, harmless),
                        options=ComputeOptions(batch_size=32, shortlist=1), progress=False)
     apply(str(fixture), artifact, tmp_path / "out", progress=False)
