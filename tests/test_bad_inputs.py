@@ -179,20 +179,17 @@ def _sys_writable() -> bool:
 # --- interrupted runs ------------------------------------------------------------------------------
 
 SLOW_APPLY = textwrap.dedent("""
-    # the forge-hub command, with a pause after each shard so the test can interrupt it mid-write: some
-    # seconds, or until a file exists (the test creates it when this run may go on)
+    # the forge-hub command, pausing after each shard until a go-ahead file exists (at most 300 s), so the
+    # test can interrupt it mid-write or let it go on when it should
     import os, sys, time
     import forge_hub.outputs.checkpoint as checkpoint
     original = checkpoint.rewrite_shard
     def slow(*args, **kwargs):
         written = original(*args, **kwargs)
         print("shard written", flush=True)
-        try:
-            time.sleep(float(sys.argv[1]))
-        except ValueError:
-            deadline = time.monotonic() + 300
-            while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline:
-                time.sleep(0.05)
+        deadline = time.monotonic() + 300
+        while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline:
+            time.sleep(0.05)
         return written
     checkpoint.rewrite_shard = slow
     from forge_hub.cli import main
@@ -200,8 +197,8 @@ SLOW_APPLY = textwrap.dedent("""
 """)
 
 
-def _start(pause: float | Path, *argv: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", SLOW_APPLY, str(pause), *argv], cwd=cwd, stdout=subprocess.PIPE,
+def _start(go_ahead: Path, *argv: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", SLOW_APPLY, str(go_ahead), *argv], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
@@ -218,7 +215,9 @@ def _partials(folder: Path, name: str) -> list[Path]:
 def test_a_killed_apply_leaves_no_output_and_the_next_run_cleans_up(sig, models, tmp_path):
     tiny, directions = models / "models" / "tiny", models / "directions"
     out = tmp_path / "edited"
-    process = _start(30, "apply", str(tiny), "--directions", str(directions), "--out", str(out), cwd=tmp_path)
+    # never given the go-ahead: it is interrupted mid-write
+    process = _start(tmp_path / "never", "apply", str(tiny), "--directions", str(directions), "--out", str(out),
+                     cwd=tmp_path)
     _wait_for_a_shard(process)
     partial = _partials(tmp_path, "edited")
     assert len(partial) == 1 and any(partial[0].glob("model-*.safetensors"))  # mid-write, for real
