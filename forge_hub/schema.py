@@ -246,6 +246,33 @@ class SearchRecord(JsonRecord):
 
 
 @dataclass
+class RefineRecord(JsonRecord):
+    """How the directions were refined by gradient descent (forge_hub.abliterate.refine), so a
+    reader knows they are no longer the plain mean differences."""
+
+    layers: list[int]  # the residual-stream indices whose directions moved
+    steps: int
+    learning_rate: float
+    kl_weight: float
+    batch_size: int
+    answer_tokens: int
+    target_scale: float
+    targets: int  # harmful prompts with a compliant answer to follow
+    settings: AblationSettings  # the edit refined for
+    mean_cosine_to_start: float  # how far the directions turned (1: not at all)
+    first_losses: list[float]  # answers' cross-entropy, harmless first-token KL
+    last_losses: list[float]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> RefineRecord | None:
+        if data is None:
+            return None
+        values = _from_mapping(cls, data, what="refinement record")
+        values["settings"] = AblationSettings.from_dict(values.get("settings") or {})
+        return cls(**values)
+
+
+@dataclass
 class DirectionMetadata(JsonRecord):
     """``refusal.json``: which model the directions belong to, how they were computed and chosen, from
     which prompts, and the settings ``apply`` uses by default."""
@@ -266,6 +293,7 @@ class DirectionMetadata(JsonRecord):
     selection: LayerSelection = field(default_factory=LayerSelection)
     apply_settings: AblationSettings = field(default_factory=AblationSettings)
     search: SearchRecord | None = None
+    refined: RefineRecord | None = None  # the directions were refined for one edit, not the plain means
     forge_hub_version: str | None = None
     forge_hub_commit: str | None = None  # when it ran from a git checkout (``-dirty``: with local changes)
 
@@ -276,6 +304,7 @@ class DirectionMetadata(JsonRecord):
         values["selection"] = LayerSelection.from_dict(values.get("selection"))
         values["apply_settings"] = AblationSettings.from_dict(values.get("apply_settings") or {})
         values["search"] = SearchRecord.from_dict(values.get("search"))
+        values["refined"] = RefineRecord.from_dict(values.get("refined"))
         return cls(**values)
 
     def replace(self, **changes: Any) -> DirectionMetadata:

@@ -71,12 +71,14 @@ class RefusalDirections:
         return d / d.norm().clamp_min(1e-12)
 
     def with_method(self, method: str) -> RefusalDirections:
-        """The same statistics with another means-based method's directions (for the search)."""
+        """The same statistics with another means-based method's directions (for the search); refined
+        directions stay only under their own method."""
         if method == self.metadata.method:
             return self
+        metadata = self.metadata.replace(method=method, num_directions=1, refined=None)
         return RefusalDirections(self.harmful_mean, self.harmless_mean,
                                  directions_from_means(self.harmful_mean, self.harmless_mean, method), None,
-                                 dict(self.scores), self.metadata.replace(method=method, num_directions=1))
+                                 dict(self.scores), metadata)
 
     def separation(self) -> torch.Tensor:
         """How far apart the two sides sit per layer, relative to their size (the plot's curve)."""

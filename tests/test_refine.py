@@ -1,0 +1,78 @@
+"""Refining directions by gradient descent: the differentiable edit is the real one, refinement
+lowers its own loss, moves only the edited layers' directions, leaves the model as it was, and the
+refined directions survive a save and reload."""
+
+import pytest
+import torch
+from helpers.tiny import HARMFUL, HARMLESS, make_model, make_tokenizer, random_artifact
+
+from forge_hub.abliterate.ablation import project_out
+from forge_hub.abliterate.directions import RefusalDirections
+from forge_hub.abliterate.live import plan_for_model
+from forge_hub.abliterate.refine import RefineOptions, edited_weight, refine_directions
+from forge_hub.errors import SettingsError
+from forge_hub.schema import AblationSettings
+
+SETTINGS = AblationSettings(per_layer=True, attn_strength=1.2, mlp_strength=0.8, layer_start=1, layer_end=3,
+                            row_normalized=True)
+
+
+@pytest.mark.parametrize("mode", ["plain", "rows", "columns"])
+def test_differentiable_edit_equals_project_out(mode):
+    g = torch.Generator().manual_seed(1)
+    weight, direction = torch.randn(24, 40, generator=g), torch.randn(24, generator=g)
+    flags = dict(row_normalized=mode == "rows", norm_preserving=mode == "columns")
+    expected = project_out(weight, direction, strength=1.3, **flags)
+    direction.requires_grad_(True)
+    got = edited_weight(weight, direction, 1.3, **flags)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    got.sum().backward()
+    assert direction.grad is not None and direction.grad.abs().sum() > 0
+
+
+def _refine(model, artifact, steps, **kw):
+    options = RefineOptions(steps=steps, batch_size=len(HARMFUL), learning_rate=0.02, answer_tokens=4,
+                            markers=("nothing like this appears",), **kw)
+    return refine_directions(model, make_tokenizer(), artifact, SETTINGS, HARMFUL, HARMLESS, options,
+                             progress=False)
+
+
+def test_refinement_moves_only_the_edited_layers_and_lowers_its_loss(tmp_path):
+    model, artifact = make_model("llama"), random_artifact()
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    refined = _refine(model, artifact, steps=30)
+    record = refined.metadata.refined
+    edited = plan_for_model(model, artifact, SETTINGS).layers()
+    assert record.layers == [layer + 1 for layer in edited] == [2, 3]
+    for t in range(artifact.num_layers + 1):
+        moved = not torch.allclose(refined.directions[t], artifact.directions[t])
+        assert moved == (t in record.layers), t
+        assert refined.directions[t].norm().item() == pytest.approx(1.0, abs=1e-5)
+    # one fixed batch (every prompt each step): the loss it minimised went down
+    answers_first, kl_first = record.first_losses
+    answers_last, kl_last = record.last_losses
+    assert answers_last + 0.5 * kl_last < answers_first + 0.5 * kl_first
+    assert record.targets == len(HARMFUL) and record.steps == 30 and record.settings == SETTINGS
+    assert 0 < record.mean_cosine_to_start < 1
+    for k, v in model.state_dict().items():  # the model is as it was, gradients off again where they were
+        assert torch.equal(v, before[k]), k
+    assert all(p.requires_grad for p in model.parameters())
+    # the refined directions and their record survive the artifact's files
+    refined.save(tmp_path / "art")
+    loaded = RefusalDirections.load(tmp_path / "art")
+    torch.testing.assert_close(loaded.directions, refined.directions)
+    assert loaded.metadata.refined == record
+    # another method recomputes directions from the means: no longer refined
+    other = loaded.with_method("mean_diff")
+    assert other.metadata.refined is None
+    assert loaded.with_method(loaded.metadata.method) is loaded
+
+
+def test_refinement_wants_per_layer_directions_and_answered_prompts():
+    model, artifact = make_model("llama"), random_artifact()
+    with pytest.raises(SettingsError, match="each layer's own direction"):
+        refine_directions(model, make_tokenizer(), artifact, AblationSettings(direction_layer=2.0), HARMFUL,
+                          HARMLESS, RefineOptions(steps=1), progress=False)
+    with pytest.raises(SettingsError, match="nothing to refine towards"):  # every answer counted as a refusal
+        refine_directions(model, make_tokenizer(), artifact, SETTINGS, HARMFUL, HARMLESS,
+                          RefineOptions(steps=1, batch_size=4, markers=("",)), progress=False)
