@@ -21,11 +21,13 @@ from forge_hub import __version__
 from forge_hub.abliterate.architecture import Architecture
 from forge_hub.abliterate.directions import RefusalDirections, compute_directions
 from forge_hub.abliterate.live import abliterate_model
+from forge_hub.abliterate.refine import RefineOptions, refine_directions
 from forge_hub.abliterate.search import (
     SearchOptions,
     finished_trials,
     open_search,
     pick_trial,
+    refinement_settings,
     run_search,
     trial_choice,
 )
@@ -52,6 +54,7 @@ from forge_hub.hub.push import PushResult
 from forge_hub.model.activations import collect_residuals
 from forge_hub.model.chat import DEFAULT_MAX_PROMPT_TOKENS, check_prompt_lengths, model_context
 from forge_hub.model.loading import ModelSource, download_checkpoint, load_model, local_paths, resolve_source
+from forge_hub.model.weights import ModelWeights
 from forge_hub.outputs.checkpoint import ApplyReport, apply_to_checkpoint, document_output
 from forge_hub.outputs.staging import check_output, staged_output
 from forge_hub.prompts.choice import PromptLists
@@ -267,8 +270,19 @@ def optimize(model: torch.nn.Module, tokenizer: object, source: ModelSource, pro
         # the layer scan's pick, not the default run's measured choice: the search measures settings
         # itself, on its own prompts, and its start-up trials already hold stronger ones (on the
         # fixture the measured choice cost 8 of a 53-minute run for one trial's worth of information)
-        return compute(model, tokenizer, source, prompts, options=replace(options, choice_tokens=0),
-                       progress=progress, scan_prompts=scan_prompts)
+        artifact = compute(model, tokenizer, source, prompts, options=replace(options, choice_tokens=0),
+                           progress=progress, scan_prompts=scan_prompts)
+        if search.refine_steps <= 0 or artifact.metadata.method == "svd":
+            return artifact
+        if ModelWeights(model).offloaded:  # gradients need every weight in memory
+            log.warning("refined directions need the whole model in memory; with weights offloaded the search "
+                        "uses the plain mean differences")
+            return artifact
+        harmful, harmless = _direction_prompts(prompts, options, scan_prompts)
+        refine = RefineOptions(steps=search.refine_steps, seed=search.seed, system_prompt=options.system_prompt,
+                               markers=search.markers)
+        return refine_directions(model, tokenizer, artifact, refinement_settings(search, artifact), harmful, harmless,
+                                 refine, progress=progress)
 
     study, artifact = open_search(search, source.id, eval_harmful, eval_harmless, directions)
     artifact.check_fits(Architecture.from_config(model.config))
@@ -287,6 +301,14 @@ def optimize(model: torch.nn.Module, tokenizer: object, source: ModelSource, pro
                             max_new_tokens=search.max_new_tokens, trials=len(finished_trials(study)), pick=rule,
                             judge=search.judge))
     return SearchOutcome(result, study, chosen)
+
+
+def _direction_prompts(prompts: PromptLists, options: ComputeOptions,
+                       scan_prompts: tuple[Sequence[str], Sequence[str]] | None) -> tuple[list[str], list[str]]:
+    """The prompts :func:`compute` takes the directions from (refinement trains on the same)."""
+    fraction = options.held_out_fraction if options.layer is None and scan_prompts is None else 0.0
+    return (list(split_held_out(prompts.harmful, fraction, options.seed)[0]),
+            list(split_held_out(prompts.harmless, fraction, options.seed)[0]))
 
 
 def resolve_layer(layer: float | None, num_layers: int) -> float | None:

@@ -83,6 +83,15 @@ BAND_LADDER = (Rung(1.5, 0.8), Rung(1.17, 0.55), Rung(1.17, 0.2), Rung(1.17, 0.1
                Rung(0.78, 0.0))
 
 
+# Refined directions (forge_hub.abliterate.refine) remove less per unit of weight than the mean
+# differences, for far less KL: on the refusing fixture, refined for the first rung, that rung refused
+# 8/100 unseen harmful prompts at KL 0.095 and this stronger one 3/100 at 0.121, where the plain
+# directions' first rung refused 9/100 at 0.130 (README, "Refined directions"). So with refined
+# directions the ladder starts with it, and the peaks may reach REFINED_MAX_PEAK.
+REFINED_RUNG = Rung(1.8, 1.0)
+MAX_PEAK, REFINED_MAX_PEAK = 1.5, 2.0
+
+
 class Kernel(NamedTuple):
     """A start-up kernel in fractions, so one ladder fits every depth: the centre of the last layer's
     index, the half-width of the layer count, the floor of the peak (the weights it gives:
@@ -126,6 +135,9 @@ class SearchOptions:
     markers: tuple[str, ...] = REFUSAL_MARKERS
     judge: str | None = None  # a text-classification model that counts refusals instead of the markers
     judge_label: str | None = None  # its refusal label (default: the one naming a refusal)
+    # gradient steps that refine each layer's direction for the start-up ladder's first rung before
+    # the first trial (forge_hub.abliterate.refine); 0 searches the plain mean differences
+    refine_steps: int = 60
 
 
 @dataclass(frozen=True)
@@ -139,6 +151,7 @@ class SearchSpace:
     direction_scopes: tuple[str, ...]  # "global" (one direction) and/or "per_layer" (each layer its own)
     skip_first: tuple[int, ...]  # bottom layers left unedited
     layer_ends: tuple[int, ...] | None  # exclusive end of the edited layers; None: any from a third of the depth
+    max_peak: float = MAX_PEAK  # the highest weight of a component's kernel
 
 
 SEARCH_SPACES = ("focused", "wide")
@@ -169,17 +182,20 @@ def search_space(options: SearchOptions, artifact: RefusalDirections) -> SearchS
     method = default["method"] if default["method"] in SEARCH_METHODS else "projected"
     layer = float(default.get("direction_layer", last))
     top = max(0.9 * last, layer)  # the default's own direction layer always lies within the range
+    max_peak = REFINED_MAX_PEAK if artifact.metadata.refined is not None else MAX_PEAK
     scopes = _with(("global",), default["direction_scope"]) if "per-layer-directions" in options.without \
         else ("global", "per_layer")
     if options.space == "wide":
         return SearchSpace(methods=_with(SEARCH_METHODS, method), magnitudes=_with(MAGNITUDES, default["magnitudes"]),
                            biprojection=(False, True), direction_layers=(min(0.2 * last, layer), top),
                            direction_scopes=scopes,
-                           skip_first=_with((0, round(0.2 * n)), default["skip_first"]), layer_ends=None)
+                           skip_first=_with((0, round(0.2 * n)), default["skip_first"]), layer_ends=None,
+                           max_peak=max_peak)
     return SearchSpace(methods=_with(("projected",), method), magnitudes=_with(("rows", "none"), default["magnitudes"]),
                        biprojection=_with((False,), default["biprojected"]),
                        direction_layers=(min(0.4 * last, layer), top), direction_scopes=scopes,
-                       skip_first=_with((0,), default["skip_first"]), layer_ends=_with((n,), default["layer_end"]))
+                       skip_first=_with((0,), default["skip_first"]), layer_ends=_with((n,), default["layer_end"]),
+                       max_peak=max_peak)
 
 
 def _with(choices: tuple, value: object) -> tuple:
@@ -278,7 +294,7 @@ def suggest_settings(trial: optuna.Trial, num_layers: int, space: SearchSpace) -
         else trial.suggest_categorical("layer_end", list(space.layer_ends))
     strengths, kernels = {}, {}
     for component in (ATTN, MLP):
-        strengths[component] = trial.suggest_float(f"{component}_peak", 0.0, 1.5)
+        strengths[component] = trial.suggest_float(f"{component}_peak", 0.0, space.max_peak)
         kernels[component] = {
             "kernel": "linear",
             "center": trial.suggest_float(f"{component}_center", 0.4 * last, float(last)),
@@ -321,6 +337,14 @@ def default_trial_params(artifact: RefusalDirections) -> dict[str, object]:
     return params
 
 
+def refinement_settings(options: SearchOptions, artifact: RefusalDirections) -> AblationSettings:
+    """The edit the directions are refined for: the start-up ladder's first rung, the band's
+    strongest (README, "Refined directions")."""
+    n = artifact.num_layers
+    trial = optuna.trial.FixedTrial(band_trial_params(n, BAND_LADDER[0]))
+    return suggest_settings(trial, n, search_space(options, artifact))[1]
+
+
 def band_trial_params(num_layers: int, rung: Rung, direction_layer: float | None = None) -> dict[str, object]:
     """A start-up trial on the upper band (:data:`ATTN_BAND`, :data:`MLP_BAND`) at ``rung``'s weights;
     within every space. Each layer removes its own direction, or with ``direction_layer`` that
@@ -354,9 +378,12 @@ def _start_up_trial(num_layers: int, direction_layer: float | None, magnitudes: 
     return params
 
 
-def ladder_trial_params(num_layers: int, direction_layer: float | None = None) -> list[dict[str, object]]:
-    """The start-up ladder: :data:`BAND_LADDER` along the upper band, then :data:`BROAD_LADDER`."""
-    return [*(band_trial_params(num_layers, rung, direction_layer) for rung in BAND_LADDER),
+def ladder_trial_params(num_layers: int, direction_layer: float | None = None,
+                        refined: bool = False) -> list[dict[str, object]]:
+    """The start-up ladder: :data:`BAND_LADDER` along the upper band (after :data:`REFINED_RUNG` for
+    refined directions), then :data:`BROAD_LADDER`."""
+    rungs = (REFINED_RUNG, *BAND_LADDER) if refined else BAND_LADDER
+    return [*(band_trial_params(num_layers, rung, direction_layer) for rung in rungs),
             *(kernel_trial_params(num_layers, kernels, direction_layer) for kernels in BROAD_LADDER)]
 
 
@@ -371,7 +398,8 @@ def start_trials(options: SearchOptions, artifact: RefusalDirections) -> list[di
         return [params]
     # without per-layer directions the default is global (search_space), and the ladder takes its layer
     layer = None if "per_layer" in space.direction_scopes else float(params["direction_layer"])
-    return [params, *ladder_trial_params(artifact.num_layers, layer)][:max(1, options.trials)]
+    ladder = ladder_trial_params(artifact.num_layers, layer, refined=artifact.metadata.refined is not None)
+    return [params, *ladder][:max(1, options.trials)]
 
 
 def search_setup(model_name: str, harmful: Sequence[str], harmless: Sequence[str],

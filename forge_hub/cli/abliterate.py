@@ -83,7 +83,7 @@ def add_abliterate_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_search_options(p: argparse.ArgumentParser) -> None:
-    from forge_hub.abliterate.search import DEFAULT_PICK_MAX_KL, SEARCH_SPACES
+    from forge_hub.abliterate.search import DEFAULT_PICK_MAX_KL, SEARCH_SPACES, SearchOptions
 
     g = p.add_argument_group("parameter search (--optimize)")
     g.add_argument("--optimize", action="store_true",
@@ -113,6 +113,10 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
                         "directions, exact column-norm preservation, biprojection, directions "
                         "from the bottom two fifths, layer ranges other than all or the default run's); wide: "
                         "searches them too")
+    g.add_argument("--refine-steps", type=int, default=SearchOptions.refine_steps, metavar="N",
+                   help="gradient steps that refine each layer's refusal direction for the band's strongest start-up "
+                        "edit before the search: fewer refusals for the same KL (default "
+                        f"{SearchOptions.refine_steps}; 0 searches the plain mean differences)")
     g.add_argument("--search-without", type=_ablations, metavar="CHOICE[,CHOICE]",
                    help="switch choices of the search off, to measure what they buy: per-layer-directions "
                         "(one global direction only), start-up-ladder (no queued band trials)")
@@ -171,6 +175,7 @@ def _optimize(args: argparse.Namespace):
                            heartbeat=args.heartbeat, max_new_tokens=args.search_tokens, batch_size=args.batch_size,
                            seed=args.seed, pick_max_kl=args.pick_max_kl, system_prompt=args.system_prompt,
                            judge=args.judge, judge_label=args.judge_label, space=args.search_space,
+                           refine_steps=args.refine_steps,
                            without=tuple(args.search_without.split(",")) if args.search_without else ())
     if markers:
         search.markers = tuple(m.lower() for m in markers)
