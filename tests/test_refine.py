@@ -2,6 +2,7 @@
 lowers its own loss, moves only the edited layers' directions, leaves the model as it was, and the
 refined directions survive a save and reload."""
 
+import optuna
 import pytest
 import torch
 from helpers.tiny import HARMFUL, HARMLESS, make_model, make_tokenizer, random_artifact
@@ -76,3 +77,30 @@ def test_refinement_wants_per_layer_directions_and_answered_prompts():
     with pytest.raises(SettingsError, match="nothing to refine towards"):  # every answer counted as a refusal
         refine_directions(model, make_tokenizer(), artifact, SETTINGS, HARMFUL, HARMLESS,
                           RefineOptions(steps=1, batch_size=4, markers=("",)), progress=False)
+
+
+def test_optimize_searches_refined_directions_from_the_refined_rung(tmp_path, prompt_files):
+    from helpers.tiny import save_model
+
+    from forge_hub.abliterate.search import REFINED_MAX_PEAK, REFINED_RUNG, band_trial_params
+    from forge_hub.abliterate.study import load_directions
+    from forge_hub.cli import main
+
+    src = save_model(make_model("llama"), tmp_path / "tiny")
+    h, s = prompt_files
+    common = ["run", src, "--harmful", h, "--harmless", s, "--optimize", "--search-tokens", "3", "--batch-size", "4",
+              "--trials", "3", "--check-tokens", "3"]
+    assert main([str(a) for a in [*common, "--study", tmp_path / "r.db", "--out", tmp_path / "refined"]]) == 0
+    assert main([str(a) for a in [*common, "--study", tmp_path / "p.db", "--out", tmp_path / "plain",
+                                   "--refine-steps", "0"]]) == 0
+    refined, plain = (RefusalDirections.load(tmp_path / name) for name in ("refined", "plain"))
+    assert refined.metadata.refined.steps == 60 and plain.metadata.refined is None
+    moved = refined.metadata.refined.layers
+    assert moved  # only those layers' directions differ from the plain run's mean differences
+    for t in range(refined.num_layers + 1):
+        assert torch.allclose(refined.directions[t], plain.directions[t], atol=1e-6) == (t not in moved), t
+    study = optuna.load_study(study_name="forge-hub", storage=f"sqlite:///{tmp_path / 'r.db'}")
+    assert torch.equal(load_directions(study).directions, refined.directions)  # searched what was written
+    # the ladder starts at the refined rung, and the peaks may go past the plain directions' 1.5
+    assert study.trials[1].params == band_trial_params(refined.num_layers, REFINED_RUNG)
+    assert study.trials[1].distributions["attn_peak"].high == REFINED_MAX_PEAK
