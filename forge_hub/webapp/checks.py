@@ -364,6 +364,7 @@ def compute_seconds(info: ModelInfo, prompts_per_side: int, *, num_layers: int |
         seconds += settings_measured * (math.ceil(choice / batch_size) * defaults.choice_tokens * _step_seconds(info)
                                         + _prefill_seconds(info, choice + prompts_per_side, batch_size))
     if search_trials > 0:
+        seconds += _refine_seconds(info, prompts_per_side - held_out)
         per_trial = (math.ceil(held_out / batch_size) * search_tokens * _step_seconds(info)
                      + _prefill_seconds(info, 2 * held_out, batch_size))
         room = (max_seconds() - TASK_OVERHEAD_SECONDS) / SAFETY_FACTOR - seconds
@@ -374,6 +375,20 @@ def compute_seconds(info: ModelInfo, prompts_per_side: int, *, num_layers: int |
                                 "fewer prompts per side", input="search_trials")
         seconds += search_trials * per_trial
     return _bounded(seconds)
+
+
+def _refine_seconds(info: ModelInfo, harmful: int) -> float:
+    """A search's direction refinement: compliant answers to the harmful direction prompts, then
+    each step a forward and backward pass (about three forwards) over a batch of each side."""
+    from forge_hub.abliterate.refine import RefineOptions
+    from forge_hub.abliterate.search import SearchOptions
+
+    refine, steps = RefineOptions(), SearchOptions().refine_steps
+    if steps <= 0:
+        return 0.0
+    answers = math.ceil(harmful / 32) * (refine.answer_tokens + 8) * _step_seconds(info) \
+        + _prefill_seconds(info, harmful, 32)
+    return answers + steps * 3 * _prefill_seconds(info, 2 * refine.batch_size, 2 * refine.batch_size)
 
 
 def evaluate_seconds(info: ModelInfo, prompts: int, max_new_tokens: int, *, batch_size: int = 16,
