@@ -71,6 +71,8 @@ def test_refinement_moves_only_the_edited_layers_and_lowers_its_loss(tmp_path):
 
 def test_refinement_wants_per_layer_directions_and_answered_prompts():
     model, artifact = make_model("llama"), random_artifact()
+    with pytest.raises(SettingsError, match="at least one step"):
+        refine_directions(model, make_tokenizer(), artifact, SETTINGS, HARMFUL, HARMLESS, RefineOptions(steps=0))
     with pytest.raises(SettingsError, match="each layer's own direction"):
         refine_directions(model, make_tokenizer(), artifact, AblationSettings(direction_layer=2.0), HARMFUL,
                           HARMLESS, RefineOptions(steps=1), progress=False)

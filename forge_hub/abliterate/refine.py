@@ -93,6 +93,9 @@ def refine_directions(model: torch.nn.Module, tokenizer: object, artifact: Refus
                       options: RefineOptions = RefineOptions(), *, progress: bool = True) -> RefusalDirections:
     """The artifact with each edited layer's direction refined for ``settings`` (each layer's own
     directions, one per layer; see the module's docstring). The model is left as it was."""
+    if options.steps < 1:
+        raise SettingsError(f"refinement needs at least one step, not {options.steps}",
+                            "give {refine_steps} 1 or more, or leave refinement out", input="refine_steps")
     if not settings.per_layer or settings.subspace:
         raise SettingsError("refinement moves each layer's own direction, one per layer",
                             "refine with per-layer settings and without {subspace}", input="refine_steps")
