@@ -284,3 +284,18 @@ def test_gguf_rows_show_each_files_check_and_mark_a_file_that_refuses_again(made
     gguf_card = build_gguf_card("me/tiny-abliterated", "me/tiny-abliterated-GGUF", [q8, q4], gguf_check=check)
     check_card(gguf_card)
     assert "| `tiny-abliterated-Q4_K_M.gguf` | Q4_K_M | 1.5 kB | 7/10 (70%) |" in str(gguf_card)
+
+
+def test_refined_directions_are_named_on_the_card(made, tmp_path):
+    _, folder, _ = made
+    local = tmp_path / "refined-copy"
+    shutil.copytree(folder, local)
+    meta = json.loads((local / "refusal.json").read_text())
+    assert "refined" not in str(build_model_card(local, "me/x")).lower()
+    meta["refined"] = {"layers": [2, 3, 4], "steps": 60, "learning_rate": 0.002, "kl_weight": 0.1, "batch_size": 16,
+                       "answer_tokens": 16, "target_scale": 1.35, "targets": 40, "settings": {"per_layer": True},
+                       "mean_cosine_to_start": 0.8123, "first_losses": [0.5, 0.3], "last_losses": [0.4, 0.05]}
+    (local / "refusal.json").write_text(json.dumps(meta))
+    text = str(build_model_card(local, "me/x"))
+    assert ("| refined | layers 2-4 by 60 steps of gradient descent (answers to 40 harmful prompts + 0.1 x "
+            "first-token KL on harmless ones; mean cosine to the plain direction 0.81) |") in text

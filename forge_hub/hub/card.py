@@ -527,6 +527,11 @@ def _direction_rows(meta: DirectionMetadata | None) -> list[tuple[str, str]]:
         held_count = held.count if held is not None else None
         rows.append((f"{side} prompts", f"{used.count} for the direction"
                      + (f", {held_count} held out" if held_count else "") + f"; {display_source(used.source)}"))
+    if meta.refined is not None:
+        r = meta.refined
+        rows.append(("refined", f"layers {r.layers[0]}-{r.layers[-1]} by {r.steps} steps of gradient descent "
+                                f"(answers to {r.targets} harmful prompts + {r.kl_weight:g} x first-token KL on "
+                                f"harmless ones; mean cosine to the plain direction {r.mean_cosine_to_start:.2f})"))
     for value, label in ((meta.positions, "prompt positions"), (meta.system_prompt, "system prompt"),
                          (meta.winsorize_quantile, "winsorized at quantile")):
         if value not in (None, [], [-1], ""):
