@@ -64,7 +64,7 @@ def main() -> int:
         edited = first_token_logprobs(model, tokenizer, harmless, batch_size=50)
         kept = answered_kl(evaluator.reference, edited, refused)
         print(f"| {trial.number} | {trial.values[0]:.0f}, {trial.values[1]:.3f} | {refusals:.0f}/{len(harmful)} | "
-              f"{kl:.3f} | {'-' if kept is None else f'{kept:.3f}'} |", flush=True)
+              f"{kl:.4f} | {'-' if kept is None else f'{kept:.4f}'} |", flush=True)
     evaluator.restore()
     return 0
 
