@@ -272,7 +272,8 @@ def optimize(model: torch.nn.Module, tokenizer: object, source: ModelSource, pro
         # fixture the measured choice cost 8 of a 53-minute run for one trial's worth of information)
         artifact = compute(model, tokenizer, source, prompts, options=replace(options, choice_tokens=0),
                            progress=progress, scan_prompts=scan_prompts)
-        if search.refine_steps <= 0 or artifact.metadata.method == "svd":
+        # refinement moves each layer's own direction: nothing to refine for one global direction or a subspace
+        if search.refine_steps <= 0 or artifact.metadata.method == "svd" or "per-layer-directions" in search.without:
             return artifact
         if ModelWeights(model).offloaded:  # gradients need every weight in memory
             log.warning("refined directions need the whole model in memory; with weights offloaded the search "

@@ -106,3 +106,16 @@ def test_optimize_searches_refined_directions_from_the_refined_rung(tmp_path, pr
     # the ladder starts at the refined rung, and the peaks may go past the plain directions' 1.5
     assert study.trials[1].params == band_trial_params(refined.num_layers, REFINED_RUNG)
     assert study.trials[1].distributions["attn_peak"].high == REFINED_MAX_PEAK
+
+
+def test_a_search_of_one_global_direction_is_not_refined(tmp_path, prompt_files):
+    from helpers.tiny import save_model
+
+    from forge_hub.cli import main
+
+    src = save_model(make_model("llama"), tmp_path / "tiny")
+    h, s = prompt_files
+    assert main([str(a) for a in ["run", src, "--harmful", h, "--harmless", s, "--optimize", "--search-tokens", "3",
+                                  "--batch-size", "4", "--trials", "2", "--check-tokens", "3", "--search-without",
+                                  "per-layer-directions", "--study", tmp_path / "g.db", "--out", tmp_path / "g"]]) == 0
+    assert RefusalDirections.load(tmp_path / "g").metadata.refined is None
