@@ -150,9 +150,7 @@ def compute(model: torch.nn.Module, tokenizer: object, source: ModelSource, prom
     check_prompt_lengths(tokenizer, [*prompts.harmful, *prompts.harmless], max_tokens=options.max_prompt_tokens,
                          system_prompt=options.system_prompt, context=model_context(model))
     measure = options.layer is None
-    fraction = options.held_out_fraction if measure and scan_prompts is None else 0.0
-    harm_dir, harm_held = split_held_out(prompts.harmful, fraction, options.seed)
-    safe_dir, safe_held = split_held_out(prompts.harmless, fraction, options.seed)
+    (harm_dir, harm_held), (safe_dir, safe_held) = _split_for_directions(prompts, options, scan_prompts)
     if measure and scan_prompts is not None:
         harm_held, safe_held = list(scan_prompts[0]), list(scan_prompts[1])
     # read before any work, so a bad --choice-harmful fails now, not after the layer scan
@@ -304,12 +302,21 @@ def optimize(model: torch.nn.Module, tokenizer: object, source: ModelSource, pro
     return SearchOutcome(result, study, chosen)
 
 
+def _split_for_directions(prompts: PromptLists, options: ComputeOptions,
+                          scan_prompts: tuple[Sequence[str], Sequence[str]] | None
+                          ) -> tuple[tuple[list[str], list[str]], tuple[list[str], list[str]]]:
+    """((harmful for the directions, held out), (harmless ..., held out)): a part is held back to
+    score the layers, unless the layer is given or ``scan_prompts`` score them."""
+    fraction = options.held_out_fraction if options.layer is None and scan_prompts is None else 0.0
+    return split_held_out(prompts.harmful, fraction, options.seed), split_held_out(prompts.harmless, fraction,
+                                                                                      options.seed)
+
+
 def _direction_prompts(prompts: PromptLists, options: ComputeOptions,
                        scan_prompts: tuple[Sequence[str], Sequence[str]] | None) -> tuple[list[str], list[str]]:
     """The prompts :func:`compute` takes the directions from (refinement trains on the same)."""
-    fraction = options.held_out_fraction if options.layer is None and scan_prompts is None else 0.0
-    return (list(split_held_out(prompts.harmful, fraction, options.seed)[0]),
-            list(split_held_out(prompts.harmless, fraction, options.seed)[0]))
+    (harmful, _), (harmless, _) = _split_for_directions(prompts, options, scan_prompts)
+    return harmful, harmless
 
 
 def resolve_layer(layer: float | None, num_layers: int) -> float | None:

@@ -31,6 +31,29 @@ def test_differentiable_edit_equals_project_out(mode):
     assert direction.grad is not None and direction.grad.abs().sum() > 0
 
 
+def test_answer_loss_is_the_cross_entropy_of_the_answers_alone():
+    """Only the answer positions' logits are computed; the loss must equal the cross-entropy of
+    the answer tokens read off a full forward pass, each row left-padded to its own length."""
+    from forge_hub.abliterate.refine import _answer_loss
+    from forge_hub.model.chat import render
+
+    model, tokenizer = make_model("llama"), make_tokenizer()
+    prompts = HARMFUL[:3]
+    targets = {prompts[0]: "Sure, here is how", prompts[1]: "Step one", prompts[2]: "Yes: first gather the things"}
+    options = RefineOptions(answer_tokens=5)
+    with torch.no_grad():
+        got = _answer_loss(model, {}, tokenizer, prompts, targets, options, torch.device("cpu"))
+        total, count = 0.0, 0
+        for p in prompts:
+            head = tokenizer(render(tokenizer, p, None), add_special_tokens=False)["input_ids"]
+            answer = tokenizer(targets[p], add_special_tokens=False)["input_ids"][:5]
+            logits = model(input_ids=torch.tensor([head + answer])).logits[0].float()
+            predicted = logits[len(head) - 1:len(head) + len(answer) - 1]
+            total += torch.nn.functional.cross_entropy(predicted, torch.tensor(answer), reduction="sum").item()
+            count += len(answer)
+    assert got.item() == pytest.approx(total / count, rel=1e-4)
+
+
 def _refine(model, artifact, steps, **kw):
     options = RefineOptions(steps=steps, batch_size=len(HARMFUL), learning_rate=0.02, answer_tokens=4,
                             markers=("nothing like this appears",), **kw)

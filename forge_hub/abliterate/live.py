@@ -47,6 +47,26 @@ def apply_plan(model: torch.nn.Module, plan: EditPlan, weights: ModelWeights | N
     return len(plan.edits)
 
 
+def apply_plan_remembering(model: torch.nn.Module, plan: EditPlan, weights: ModelWeights) -> None:
+    """:func:`apply_plan`, after ``weights`` has remembered every tensor it edits, so that
+    ``weights.restore()`` undoes it: how a search tries one edit after another on one model."""
+    for name in plan.edits:
+        weights.remember(name)
+    apply_plan(model, plan, weights)
+
+
+@contextmanager
+def baked_in(model: torch.nn.Module, plan: EditPlan, weights: ModelWeights | None = None) -> Iterator[None]:
+    """Within the block ``plan`` is baked into the weights (any edit, rescaling ones too); after
+    it they are as they were."""
+    weights = weights or ModelWeights(model)
+    try:
+        apply_plan_remembering(model, plan, weights)
+        yield
+    finally:
+        weights.restore()
+
+
 def _untie_output_head(model: torch.nn.Module) -> None:
     """Give the output head its own copy of the embedding matrix, so editing one leaves the other."""
     head = model.get_output_embeddings()

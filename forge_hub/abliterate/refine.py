@@ -27,10 +27,10 @@ from tqdm.auto import tqdm
 
 from forge_hub.abliterate.ablation import orthogonal_to, through_norm_gain
 from forge_hub.abliterate.directions import RefusalDirections
-from forge_hub.abliterate.live import apply_plan, plan_for_model
+from forge_hub.abliterate.live import baked_in, plan_for_model
 from forge_hub.abliterate.plan import EditPlan, TensorEdit
 from forge_hub.errors import SettingsError
-from forge_hub.evaluation.generation import generate
+from forge_hub.evaluation.generation import first_token_logprobs, generate
 from forge_hub.evaluation.refusal_count import REFUSAL_MARKERS, refuses_already
 from forge_hub.model.chat import encode, input_device, render
 from forge_hub.model.weights import ModelWeights
@@ -76,15 +76,9 @@ def compliant_answers(model: torch.nn.Module, tokenizer: object, artifact: Refus
     weights = ModelWeights(model)
     stronger = settings.replace(attn_strength=settings.attn_strength * options.target_scale,
                                 mlp_strength=settings.mlp_strength * options.target_scale)
-    plan = plan_for_model(model, artifact, stronger, weights)
-    for name in plan.edits:
-        weights.remember(name)
-    try:
-        apply_plan(model, plan, weights)
+    with baked_in(model, plan_for_model(model, artifact, stronger, weights), weights):
         answers = generate(model, tokenizer, list(harmful), max_new_tokens=options.answer_tokens + 8,
                            batch_size=32, system_prompt=options.system_prompt, desc="compliant answers")
-    finally:
-        weights.restore()
     return {p: a for p, a in zip(harmful, answers) if a.strip() and not refuses_already(a, options.markers)}
 
 
@@ -118,47 +112,42 @@ def refine_directions(model: torch.nn.Module, tokenizer: object, artifact: Refus
     device = input_device(model)
     originals = {name: weights.read(name).detach() for name in refinable}
     harmless = list(harmless)
-    reference = _first_token_logprobs(model, tokenizer, harmless, options.system_prompt, device)
+    with torch.no_grad():
+        reference = first_token_logprobs(model, tokenizer, harmless, batch_size=32,
+                                         system_prompt=options.system_prompt).to(device)
     optimizer = torch.optim.Adam(directions.values(), lr=options.learning_rate)
     rng = random.Random(options.seed)
     prompts = list(targets)
     # the edits refinement does not move (embeddings, fused experts) stay applied while it trains
     fixed = EditPlan({n: e for n, e in plan.edits.items() if n not in refinable}, plan.untie_embeddings,
                      plan.norm_preserving, plan.row_normalized)
-    for name in fixed.edits:
-        weights.remember(name)
     losses: list[tuple[float, float]] = []
     trainable = [p for p in model.parameters() if p.requires_grad]  # gradients only for the directions
     for p in trainable:
         p.requires_grad_(False)
     try:
-        apply_plan(model, fixed, weights)
-        bar = tqdm(range(options.steps), desc="refine directions", unit="step", leave=False, disable=not progress)
-        for _ in bar:
-            chosen = rng.sample(prompts, min(options.batch_size, len(prompts)))
-            rows = rng.sample(range(len(harmless)), min(options.batch_size, len(harmless)))
-            edited = {}
-            for name, e in refinable.items():
-                direction = _writer_direction(directions[e.writer.layer + 1], e, artifact, settings,
-                                              gains.get(name)).to(originals[name].device)
-                edited[name] = edited_weight(originals[name], direction, e.strength, row_normalized=plan.row_normalized,
-                                             norm_preserving=plan.norm_preserving).to(originals[name].dtype)
-            answer_loss = _answer_loss(model, edited, tokenizer, chosen, targets, options, device)
-            edited_lp = _first_token_logprobs(model, tokenizer, [harmless[i] for i in rows], options.system_prompt,
-                                              device, edited)
-            ref = reference[rows]
-            retain_loss = (ref.exp() * (ref - edited_lp)).sum(-1).mean()
-            loss = answer_loss + options.kl_weight * retain_loss
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            with torch.no_grad():
-                for d in directions.values():
-                    d /= d.norm().clamp_min(_EPS)
-            losses.append((answer_loss.item(), retain_loss.item()))
-            bar.set_postfix(answers=f"{losses[-1][0]:.3f}", kl=f"{losses[-1][1]:.4f}")
+        with baked_in(model, fixed, weights):
+            bar = tqdm(range(options.steps), desc="refine directions", unit="step", leave=False, disable=not progress)
+            for _ in bar:
+                chosen = rng.sample(prompts, min(options.batch_size, len(prompts)))
+                rows = rng.sample(range(len(harmless)), min(options.batch_size, len(harmless)))
+                edited = {name: _edited_writer(originals[name], directions[e.writer.layer + 1], e, plan, artifact,
+                                               settings, gains.get(name)) for name, e in refinable.items()}
+                answer_loss = _answer_loss(model, edited, tokenizer, chosen, targets, options, device)
+                edited_lp = _edited_first_token_logprobs(model, edited, tokenizer, [harmless[i] for i in rows],
+                                                         options.system_prompt, device)
+                ref = reference[rows]
+                retain_loss = (ref.exp() * (ref - edited_lp)).sum(-1).mean()
+                loss = answer_loss + options.kl_weight * retain_loss
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                with torch.no_grad():
+                    for d in directions.values():
+                        d /= d.norm().clamp_min(_EPS)
+                losses.append((answer_loss.item(), retain_loss.item()))
+                bar.set_postfix(answers=f"{losses[-1][0]:.3f}", kl=f"{losses[-1][1]:.4f}")
     finally:
-        weights.restore()
         for p in trainable:
             p.requires_grad_(True)
     refined = artifact.directions.clone()
@@ -182,26 +171,23 @@ def _refinable(edit: TensorEdit, weights: ModelWeights) -> bool:
             and len(weights.shapes()[edit.writer.name]) == 2)
 
 
-def _writer_direction(direction: torch.Tensor, edit: TensorEdit, artifact: RefusalDirections,
-                      settings: AblationSettings, gain: torch.Tensor | None) -> torch.Tensor:
-    """What :func:`forge_hub.abliterate.plan.build_plan` makes of a layer's direction for one writer."""
+def _edited_writer(original: torch.Tensor, direction: torch.Tensor, edit: TensorEdit, plan: EditPlan,
+                   artifact: RefusalDirections, settings: AblationSettings, gain: torch.Tensor | None) -> torch.Tensor:
+    """One writer's weight under the edit, from its layer's (trainable) direction, made into the
+    writer's own as :func:`forge_hub.abliterate.plan.build_plan` makes it."""
     d = direction / direction.norm().clamp_min(_EPS)
     if settings.biprojected:
         d = orthogonal_to(d, artifact.harmless_mean[edit.writer.layer + 1])
     if gain is not None:
         d = through_norm_gain(d, gain.to(d.device))[0]
-    return d
+    return edited_weight(original, d.to(original.device), edit.strength, row_normalized=plan.row_normalized,
+                         norm_preserving=plan.norm_preserving).to(original.dtype)
 
 
-def _first_token_logprobs(model: torch.nn.Module, tokenizer: object, prompts: Sequence[str],
-                          system_prompt: str | None, device: torch.device,
-                          edited: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-    """Log-probabilities of the first answer token; with ``edited`` weights (and gradients)."""
-    if edited is None:
-        with torch.no_grad():
-            rows = [_first_token_logprobs(model, tokenizer, prompts[s:s + 32], system_prompt, device, {})
-                    for s in range(0, len(prompts), 32)]
-        return torch.cat(rows)
+def _edited_first_token_logprobs(model: torch.nn.Module, edited: dict[str, torch.Tensor], tokenizer: object,
+                                 prompts: Sequence[str], system_prompt: str | None,
+                                 device: torch.device) -> torch.Tensor:
+    """Log-probabilities of the first answer token with ``edited`` weights, gradients kept."""
     batch = encode(tokenizer, prompts, system_prompt=system_prompt, device=device)
     logits = torch.func.functional_call(model, edited, args=(), kwargs={**batch, "use_cache": False,
                                                                         "logits_to_keep": 1}).logits
@@ -227,7 +213,10 @@ def _answer_loss(model: torch.nn.Module, edited: dict[str, torch.Tensor], tokeni
         ids[i, offset:] = torch.tensor(row)
         mask[i, offset:] = 1
         labels[i, offset + start:] = torch.tensor(row[start:])
+    # logits only where they predict an answer token: the prompts' positions would triple the output layer's work
+    keep = max(len(row) - start for row, start in zip(rows, starts)) + 1
     logits = torch.func.functional_call(model, edited, args=(), kwargs={
-        "input_ids": ids.to(device), "attention_mask": mask.to(device), "use_cache": False}).logits.float()
+        "input_ids": ids.to(device), "attention_mask": mask.to(device), "use_cache": False,
+        "logits_to_keep": keep}).logits.float()
     return torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
-                                             labels[:, 1:].reshape(-1).to(device), ignore_index=-100)
+                                             labels[:, width - keep + 1:].reshape(-1).to(device), ignore_index=-100)

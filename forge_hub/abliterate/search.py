@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from forge_hub.abliterate.architecture import ATTN, MLP
 from forge_hub.abliterate.directions import RefusalDirections
-from forge_hub.abliterate.live import apply_plan, plan_for_model
+from forge_hub.abliterate.live import apply_plan_remembering, plan_for_model
 from forge_hub.abliterate.study import StudyLocation, is_surplus, join_study, trial_counts
 from forge_hub.errors import SettingsError
 from forge_hub.evaluation.generation import first_token_logprobs, generate, kl_divergence
@@ -222,10 +222,7 @@ class TrialEvaluator:
 
     def edit(self, artifact: RefusalDirections, settings: AblationSettings) -> None:
         self.restore()
-        plan = plan_for_model(self.model, artifact, settings, self.weights)
-        for name in plan.edits:
-            self.weights.remember(name)
-        apply_plan(self.model, plan, self.weights)
+        apply_plan_remembering(self.model, plan_for_model(self.model, artifact, settings, self.weights), self.weights)
 
     def __call__(self, artifact: RefusalDirections, settings: AblationSettings,
                  bound_for_kl: Callable[[float], float | None] = lambda kl: None) -> tuple[float, float, bool]:
