@@ -92,6 +92,15 @@ def test_refinement_moves_only_the_edited_layers_and_lowers_its_loss(tmp_path):
     assert loaded.with_method(loaded.metadata.method) is loaded
 
 
+def test_compliant_answers_are_written_only_for_the_prompts_the_steps_read():
+    model, artifact = make_model("llama"), random_artifact()
+    assert len(HARMFUL) > 2
+    options = RefineOptions(steps=1, batch_size=2, answer_tokens=4, markers=("nothing like this appears",))
+    refined = refine_directions(model, make_tokenizer(), artifact, SETTINGS, HARMFUL, HARMLESS, options,
+                                progress=False)
+    assert refined.metadata.refined.targets == 2
+
+
 def test_refinement_wants_per_layer_directions_and_answered_prompts():
     model, artifact = make_model("llama"), random_artifact()
     with pytest.raises(SettingsError, match="at least one step"):

@@ -93,6 +93,9 @@ def refine_directions(model: torch.nn.Module, tokenizer: object, artifact: Refus
     if not settings.per_layer or settings.subspace:
         raise SettingsError("refinement moves each layer's own direction, one per layer",
                             "refine with per-layer settings and without {subspace}", input="refine_steps")
+    # answers only for as many prompts as the steps can read: writing them is a generation per prompt
+    rng = random.Random(options.seed)
+    harmful = rng.sample(list(harmful), min(len(harmful), options.steps * options.batch_size))
     targets = compliant_answers(model, tokenizer, artifact, settings, harmful, options)
     if not targets:
         raise SettingsError(f"none of the {len(harmful)} harmful prompts was answered under the stronger edit that "
@@ -116,7 +119,6 @@ def refine_directions(model: torch.nn.Module, tokenizer: object, artifact: Refus
         reference = first_token_logprobs(model, tokenizer, harmless, batch_size=32,
                                          system_prompt=options.system_prompt).to(device)
     optimizer = torch.optim.Adam(directions.values(), lr=options.learning_rate)
-    rng = random.Random(options.seed)
     prompts = list(targets)
     # the edits refinement does not move (embeddings, fused experts) stay applied while it trains
     fixed = EditPlan({n: e for n, e in plan.edits.items() if n not in refinable}, plan.untie_embeddings,
