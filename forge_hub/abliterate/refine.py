@@ -41,8 +41,8 @@ _EPS = 1e-12
 
 @dataclass(frozen=True)
 class RefineOptions:
-    steps: int = 60
-    learning_rate: float = 0.002  # Adam, on unit directions: a step moves each coordinate about this much
+    steps: int = 20
+    learning_rate: float = 0.006  # Adam, on unit directions: a step moves each coordinate about this much
     kl_weight: float = 0.1  # the retain loss's weight beside the answers' cross-entropy
     batch_size: int = 16  # harmful and harmless prompts per step, each
     answer_tokens: int = 16  # of each compliant answer, the tokens the loss follows

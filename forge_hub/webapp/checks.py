@@ -386,6 +386,7 @@ def _refine_seconds(info: ModelInfo, harmful: int) -> float:
     refine, steps = RefineOptions(), SearchOptions().refine_steps
     if steps <= 0:
         return 0.0
+    harmful = min(harmful, steps * refine.batch_size)  # answers only for the prompts the steps read
     answers = math.ceil(harmful / 32) * (refine.answer_tokens + 8) * _step_seconds(info) \
         + _prefill_seconds(info, harmful, 32)
     return answers + steps * 3 * _prefill_seconds(info, 2 * refine.batch_size, 2 * refine.batch_size)
