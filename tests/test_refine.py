@@ -11,6 +11,7 @@ from forge_hub.abliterate.ablation import project_out
 from forge_hub.abliterate.directions import RefusalDirections
 from forge_hub.abliterate.live import plan_for_model
 from forge_hub.abliterate.refine import RefineOptions, edited_weight, refine_directions
+from forge_hub.abliterate.search import SearchOptions
 from forge_hub.errors import SettingsError
 from forge_hub.schema import AblationSettings
 
@@ -128,7 +129,7 @@ def test_optimize_searches_refined_directions_from_the_refined_rung(tmp_path, pr
     assert main([str(a) for a in [*common, "--study", tmp_path / "p.db", "--out", tmp_path / "plain",
                                    "--refine-steps", "0"]]) == 0
     refined, plain = (RefusalDirections.load(tmp_path / name) for name in ("refined", "plain"))
-    assert refined.metadata.refined.steps == 60 and plain.metadata.refined is None
+    assert refined.metadata.refined.steps == SearchOptions.refine_steps and plain.metadata.refined is None
     moved = refined.metadata.refined.layers
     assert moved  # only those layers' directions differ from the plain run's mean differences
     for t in range(refined.num_layers + 1):
