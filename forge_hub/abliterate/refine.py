@@ -41,8 +41,8 @@ _EPS = 1e-12
 
 @dataclass(frozen=True)
 class RefineOptions:
-    steps: int = 20
-    learning_rate: float = 0.006  # Adam, on unit directions: a step moves each coordinate about this much
+    steps: int = 60
+    learning_rate: float = 0.002  # Adam, on unit directions: a step moves each coordinate about this much
     kl_weight: float = 0.1  # the retain loss's weight beside the answers' cross-entropy
     batch_size: int = 16  # harmful and harmless prompts per step, each
     answer_tokens: int = 16  # of each compliant answer, the tokens the loss follows
@@ -94,8 +94,8 @@ def refine_directions(model: torch.nn.Module, tokenizer: object, artifact: Refus
         raise SettingsError("refinement moves each layer's own direction, one per layer",
                             "refine with per-layer settings and without {subspace}", input="refine_steps")
     # answers only for as many prompts as the steps can read: writing them is a generation per prompt
-    rng = random.Random(options.seed)
-    harmful = rng.sample(list(harmful), min(len(harmful), options.steps * options.batch_size))
+    readable = options.steps * options.batch_size
+    harmful = random.Random(options.seed).sample(list(harmful), readable) if len(harmful) > readable else list(harmful)
     targets = compliant_answers(model, tokenizer, artifact, settings, harmful, options)
     if not targets:
         raise SettingsError(f"none of the {len(harmful)} harmful prompts was answered under the stronger edit that "
@@ -119,6 +119,7 @@ def refine_directions(model: torch.nn.Module, tokenizer: object, artifact: Refus
         reference = first_token_logprobs(model, tokenizer, harmless, batch_size=32,
                                          system_prompt=options.system_prompt).to(device)
     optimizer = torch.optim.Adam(directions.values(), lr=options.learning_rate)
+    rng = random.Random(options.seed)
     prompts = list(targets)
     # the edits refinement does not move (embeddings, fused experts) stay applied while it trains
     fixed = EditPlan({n: e for n, e in plan.edits.items() if n not in refinable}, plan.untie_embeddings,

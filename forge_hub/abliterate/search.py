@@ -137,7 +137,7 @@ class SearchOptions:
     judge_label: str | None = None  # its refusal label (default: the one naming a refusal)
     # gradient steps that refine each layer's direction for the start-up ladder's first rung before
     # the first trial (forge_hub.abliterate.refine); 0 searches the plain mean differences
-    refine_steps: int = 20
+    refine_steps: int = 60
 
 
 @dataclass(frozen=True)
