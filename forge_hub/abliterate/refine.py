@@ -51,6 +51,16 @@ class RefineOptions:
     system_prompt: str | None = None
     markers: tuple[str, ...] = REFUSAL_MARKERS
 
+    @property
+    def prompts_read(self) -> int:
+        """The most harmful prompts the steps can read: only those get a compliant answer."""
+        return self.steps * self.batch_size
+
+    @property
+    def generated_tokens(self) -> int:
+        """Each compliant answer's length: a few past the loss's tokens, so a late refusal shows."""
+        return self.answer_tokens + 8
+
 
 def edited_weight(weight: torch.Tensor, direction: torch.Tensor, strength: float, *, row_normalized: bool,
                   norm_preserving: bool) -> torch.Tensor:
@@ -77,7 +87,7 @@ def compliant_answers(model: torch.nn.Module, tokenizer: object, artifact: Refus
     stronger = settings.replace(attn_strength=settings.attn_strength * options.target_scale,
                                 mlp_strength=settings.mlp_strength * options.target_scale)
     with baked_in(model, plan_for_model(model, artifact, stronger, weights), weights):
-        answers = generate(model, tokenizer, list(harmful), max_new_tokens=options.answer_tokens + 8,
+        answers = generate(model, tokenizer, list(harmful), max_new_tokens=options.generated_tokens,
                            batch_size=32, system_prompt=options.system_prompt, desc="compliant answers")
     return {p: a for p, a in zip(harmful, answers) if a.strip() and not refuses_already(a, options.markers)}
 
@@ -94,8 +104,8 @@ def refine_directions(model: torch.nn.Module, tokenizer: object, artifact: Refus
         raise SettingsError("refinement moves each layer's own direction, one per layer",
                             "refine with per-layer settings and without {subspace}", input="refine_steps")
     # answers only for as many prompts as the steps can read: writing them is a generation per prompt
-    readable = options.steps * options.batch_size
-    harmful = random.Random(options.seed).sample(list(harmful), readable) if len(harmful) > readable else list(harmful)
+    read = options.prompts_read
+    harmful = random.Random(options.seed).sample(list(harmful), read) if len(harmful) > read else list(harmful)
     targets = compliant_answers(model, tokenizer, artifact, settings, harmful, options)
     if not targets:
         raise SettingsError(f"none of the {len(harmful)} harmful prompts was answered under the stronger edit that "

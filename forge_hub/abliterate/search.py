@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from forge_hub.abliterate.architecture import ATTN, MLP
 from forge_hub.abliterate.directions import RefusalDirections
 from forge_hub.abliterate.live import apply_plan_remembering, plan_for_model
+from forge_hub.abliterate.refine import RefineOptions
 from forge_hub.abliterate.study import StudyLocation, is_surplus, join_study, trial_counts
 from forge_hub.errors import SettingsError
 from forge_hub.evaluation.generation import first_token_logprobs, generate, kl_divergence
@@ -137,7 +138,7 @@ class SearchOptions:
     judge_label: str | None = None  # its refusal label (default: the one naming a refusal)
     # gradient steps that refine each layer's direction for the start-up ladder's first rung before
     # the first trial (forge_hub.abliterate.refine); 0 searches the plain mean differences
-    refine_steps: int = 60
+    refine_steps: int = RefineOptions.steps
 
 
 @dataclass(frozen=True)

@@ -383,13 +383,13 @@ def _refine_seconds(info: ModelInfo, harmful: int) -> float:
     from forge_hub.abliterate.refine import RefineOptions
     from forge_hub.abliterate.search import SearchOptions
 
-    refine, steps = RefineOptions(), SearchOptions().refine_steps
-    if steps <= 0:
+    refine = RefineOptions(steps=SearchOptions().refine_steps)
+    if refine.steps <= 0:
         return 0.0
-    harmful = min(harmful, steps * refine.batch_size)  # answers only for the prompts the steps read
-    answers = math.ceil(harmful / 32) * (refine.answer_tokens + 8) * _step_seconds(info) \
+    harmful = min(harmful, refine.prompts_read)
+    answers = math.ceil(harmful / 32) * refine.generated_tokens * _step_seconds(info) \
         + _prefill_seconds(info, harmful, 32)
-    return answers + steps * 3 * _prefill_seconds(info, 2 * refine.batch_size, 2 * refine.batch_size)
+    return answers + refine.steps * 3 * _prefill_seconds(info, 2 * refine.batch_size, 2 * refine.batch_size)
 
 
 def evaluate_seconds(info: ModelInfo, prompts: int, max_new_tokens: int, *, batch_size: int = 16,
