@@ -37,7 +37,14 @@ def main() -> int:
 
     import optuna
 
-    from forge_hub.abliterate.search import SearchOptions, TrialEvaluator, finished_trials, pareto_front, trial_choice
+    from forge_hub.abliterate.search import (
+        SearchOptions,
+        TrialEvaluator,
+        finished_trials,
+        pareto_front,
+        trial_choice,
+        trial_directions,
+    )
     from forge_hub.abliterate.study import StudyLocation, load_directions
     from forge_hub.evaluation.compare import answered_kl, refusal_flags
     from forge_hub.evaluation.generation import first_token_logprobs, generate
@@ -59,8 +66,8 @@ def main() -> int:
     print("\n| trial | on the search's prompts (refusals, KL) | unseen harmful refused | first-token KL | "
           "KL on the prompts the original answers |\n|---|---|---|---|---|")
     for trial in chosen:
-        method, settings = trial_choice(trial)
-        refusals, kl, _ = evaluator(directions.with_method(method), settings)
+        _, settings = trial_choice(trial)
+        refusals, kl, _ = evaluator(trial_directions(directions, trial), settings)
         edited = first_token_logprobs(model, tokenizer, harmless, batch_size=50)
         kept = answered_kl(evaluator.reference, edited, refused)
         print(f"| {trial.number} | {trial.values[0]:.0f}, {trial.values[1]:.3f} | {refusals:.0f}/{len(harmful)} | "

@@ -30,6 +30,7 @@ from forge_hub.abliterate.search import (
     refinement_settings,
     run_search,
     trial_choice,
+    trial_directions,
 )
 from forge_hub.abliterate.selection import (
     LayerScores,
@@ -289,8 +290,8 @@ def optimize(model: torch.nn.Module, tokenizer: object, source: ModelSource, pro
     if worker:
         return None
     chosen, rule = pick_trial(study, len(eval_harmful), max_kl=search.pick_max_kl, number=pick)
-    method, settings = trial_choice(chosen)
-    result = artifact.with_method(method)
+    _, settings = trial_choice(chosen)
+    result = trial_directions(artifact, chosen)  # a pick on the plain directions carries no refinement record
     result.metadata = result.metadata.replace(
         prompts=artifact.metadata.prompts.with_sources(prompts.harmful_source, prompts.harmless_source),
         apply_settings=settings,

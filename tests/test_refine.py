@@ -117,28 +117,51 @@ def test_refinement_wants_per_layer_directions_and_answered_prompts():
 def test_optimize_searches_refined_directions_from_the_refined_rung(tmp_path, prompt_files):
     from helpers.tiny import save_model
 
-    from forge_hub.abliterate.search import REFINED_MAX_PEAK, REFINED_RUNG, band_trial_params
+    from forge_hub.abliterate.search import (
+        BAND_LADDER,
+        REFINED_MAX_PEAK,
+        REFINED_RUNG,
+        band_trial_params,
+        trial_directions,
+    )
     from forge_hub.abliterate.study import load_directions
     from forge_hub.cli import main
 
     src = save_model(make_model("llama"), tmp_path / "tiny")
     h, s = prompt_files
     common = ["run", src, "--harmful", h, "--harmless", s, "--optimize", "--search-tokens", "3", "--batch-size", "4",
-              "--trials", "3", "--check-tokens", "3"]
+              "--trials", "4", "--check-tokens", "3"]
     assert main([str(a) for a in [*common, "--study", tmp_path / "r.db", "--out", tmp_path / "refined"]]) == 0
     assert main([str(a) for a in [*common, "--study", tmp_path / "p.db", "--out", tmp_path / "plain",
                                    "--refine-steps", "0"]]) == 0
-    refined, plain = (RefusalDirections.load(tmp_path / name) for name in ("refined", "plain"))
+    written, plain = (RefusalDirections.load(tmp_path / name) for name in ("refined", "plain"))
+    study = optuna.load_study(study_name="forge-hub", storage=f"sqlite:///{tmp_path / 'r.db'}")
+    refined = load_directions(study)  # what the study searched
     assert refined.metadata.refined.steps == SearchOptions.refine_steps and plain.metadata.refined is None
     moved = refined.metadata.refined.layers
     assert moved  # only those layers' directions differ from the plain run's mean differences
     for t in range(refined.num_layers + 1):
         assert torch.allclose(refined.directions[t], plain.directions[t], atol=1e-6) == (t not in moved), t
-    study = optuna.load_study(study_name="forge-hub", storage=f"sqlite:///{tmp_path / 'r.db'}")
-    assert torch.equal(load_directions(study).directions, refined.directions)  # searched what was written
-    # the ladder starts at the refined rung, and the peaks may go past the plain directions' 1.5
-    assert study.trials[1].params == band_trial_params(refined.num_layers, REFINED_RUNG)
+    # the refined artifact's plain view is the plain run's mean differences
+    torch.testing.assert_close(refined.plain().directions, plain.directions, atol=1e-6, rtol=0)
+    assert refined.plain().metadata.refined is None and plain.plain() is plain
+    # the ladder starts at the refined rung on the refined directions, and the peaks may go past the plain 1.5;
+    # the default edit and the band's rungs after it keep the plain directions, scoring what the plain study scored
+    n = refined.num_layers
+    assert study.trials[1].params == {**band_trial_params(n, REFINED_RUNG), "directions": "refined"}
     assert study.trials[1].distributions["attn_peak"].high == REFINED_MAX_PEAK
+    assert study.trials[2].params == {**band_trial_params(n, BAND_LADDER[0]), "directions": "plain"}
+    plain_study = optuna.load_study(study_name="forge-hub", storage=f"sqlite:///{tmp_path / 'p.db'}")
+    assert "directions" not in plain_study.trials[1].params  # nothing to choose without refinement
+    assert plain_study.trials[1].params == band_trial_params(n, BAND_LADDER[0])
+    assert study.trials[0].params["directions"] == "plain" and study.trials[0].values == plain_study.trials[0].values
+    assert study.trials[2].values == plain_study.trials[1].values
+    for number, expected in ((1, refined), (2, plain)):
+        assert torch.equal(trial_directions(refined, study.trials[number]).directions, expected.directions), number
+    # the written model carries the directions its picked trial edited with, and a refinement record only then
+    picked = study.trials[written.metadata.search.trial]
+    assert torch.equal(written.directions, trial_directions(refined, picked).directions)
+    assert (written.metadata.refined is not None) == (picked.params["directions"] == "refined")
 
 
 def test_a_search_of_one_global_direction_is_not_refined(tmp_path, prompt_files):

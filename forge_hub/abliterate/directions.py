@@ -80,6 +80,15 @@ class RefusalDirections:
                                  directions_from_means(self.harmful_mean, self.harmless_mean, method), None,
                                  dict(self.scores), metadata)
 
+    def plain(self) -> RefusalDirections:
+        """The mean differences these statistics give under the artifact's own method: refined
+        directions undone (a search tries both; see :mod:`forge_hub.abliterate.search`)."""
+        if self.metadata.refined is None:
+            return self
+        return RefusalDirections(self.harmful_mean, self.harmless_mean,
+                                 directions_from_means(self.harmful_mean, self.harmless_mean, self.metadata.method),
+                                 None, dict(self.scores), self.metadata.replace(refined=None))
+
     def separation(self) -> torch.Tensor:
         """How far apart the two sides sit per layer, relative to their size (the plot's curve)."""
         gap = (self.harmful_mean - self.harmless_mean).norm(dim=1)

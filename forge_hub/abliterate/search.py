@@ -88,9 +88,14 @@ BAND_LADDER = (Rung(1.5, 0.8), Rung(1.17, 0.55), Rung(1.17, 0.2), Rung(1.17, 0.1
 # differences, for far less KL: on the refusing fixture, refined for the first rung, that rung refused
 # 8/100 unseen harmful prompts at KL 0.095 and this stronger one 3/100 at 0.121, where the plain
 # directions' first rung refused 9/100 at 0.130 (README, "Refined directions"). So with refined
-# directions the ladder starts with it, and the peaks may reach REFINED_MAX_PEAK.
+# directions the ladder starts with this rung, on them, and the peaks may reach REFINED_MAX_PEAK.
+# Directions refined for the strongest rung do worse at every lighter edit than the mean differences
+# (the Heretic comparison's fixture front with every trial on refined directions missed three of
+# Heretic's points that the plain search covered: docs/search-notes.md, "Refined directions"), so
+# the rest of the ladder keeps the plain ones and each trial of the sampler chooses (DIRECTION_KINDS).
 REFINED_RUNG = Rung(1.8, 1.0)
 MAX_PEAK, REFINED_MAX_PEAK = 1.5, 2.0
+DIRECTION_KINDS = ("plain", "refined")  # a search of refined directions also searches the mean differences
 
 
 class Kernel(NamedTuple):
@@ -153,6 +158,7 @@ class SearchSpace:
     skip_first: tuple[int, ...]  # bottom layers left unedited
     layer_ends: tuple[int, ...] | None  # exclusive end of the edited layers; None: any from a third of the depth
     max_peak: float = MAX_PEAK  # the highest weight of a component's kernel
+    directions: tuple[str, ...] = ("plain",)  # DIRECTION_KINDS: the refined ones where the study's are refined
 
 
 SEARCH_SPACES = ("focused", "wide")
@@ -183,7 +189,9 @@ def search_space(options: SearchOptions, artifact: RefusalDirections) -> SearchS
     method = default["method"] if default["method"] in SEARCH_METHODS else "projected"
     layer = float(default.get("direction_layer", last))
     top = max(0.9 * last, layer)  # the default's own direction layer always lies within the range
-    max_peak = REFINED_MAX_PEAK if artifact.metadata.refined is not None else MAX_PEAK
+    refined = artifact.metadata.refined is not None
+    max_peak = REFINED_MAX_PEAK if refined else MAX_PEAK
+    kinds = DIRECTION_KINDS if refined else ("plain",)
     scopes = _with(("global",), default["direction_scope"]) if "per-layer-directions" in options.without \
         else ("global", "per_layer")
     if options.space == "wide":
@@ -191,12 +199,12 @@ def search_space(options: SearchOptions, artifact: RefusalDirections) -> SearchS
                            biprojection=(False, True), direction_layers=(min(0.2 * last, layer), top),
                            direction_scopes=scopes,
                            skip_first=_with((0, round(0.2 * n)), default["skip_first"]), layer_ends=None,
-                           max_peak=max_peak)
+                           max_peak=max_peak, directions=kinds)
     return SearchSpace(methods=_with(("projected",), method), magnitudes=_with(("rows", "none"), default["magnitudes"]),
                        biprojection=_with((False,), default["biprojected"]),
                        direction_layers=(min(0.4 * last, layer), top), direction_scopes=scopes,
                        skip_first=_with((0,), default["skip_first"]), layer_ends=_with((n,), default["layer_end"]),
-                       max_peak=max_peak)
+                       max_peak=max_peak, directions=kinds)
 
 
 def _with(choices: tuple, value: object) -> tuple:
@@ -307,6 +315,26 @@ def suggest_settings(trial: optuna.Trial, num_layers: int, space: SearchSpace) -
     return method, settings
 
 
+def suggest_directions(trial: optuna.Trial, space: SearchSpace) -> str:
+    """Which directions the trial edits with (a :data:`DIRECTION_KINDS` choice); only asked where the
+    space holds both, so a search of plain directions draws what it drew before refinement."""
+    return trial.suggest_categorical("directions", list(space.directions)) if len(space.directions) > 1 \
+        else space.directions[0]
+
+
+def directions_for(artifact: RefusalDirections, method: str, kind: str) -> RefusalDirections:
+    """The directions a trial of ``method`` edits with: the study's refined ones (refined for its own
+    method), or ``method``'s mean differences."""
+    return artifact.with_method(method) if kind == "refined" else artifact.plain().with_method(method)
+
+
+def trial_directions(artifact: RefusalDirections, trial: optuna.trial.FrozenTrial) -> RefusalDirections:
+    """The directions ``trial`` of a study of ``artifact`` edited with. A trial without the choice
+    (a study from before it existed) edited with the study's own."""
+    method = str(trial.params["method"])
+    return directions_for(artifact, method, str(trial.params.get("directions", "refined")))
+
+
 def default_trial_params(artifact: RefusalDirections) -> dict[str, object]:
     """The settings the default run applies (``apply_settings`` of the artifact), as search
     parameters, so the search starts from the default and can only improve on it."""
@@ -378,11 +406,14 @@ def _start_up_trial(num_layers: int, direction_layer: float | None, magnitudes: 
 
 def ladder_trial_params(num_layers: int, direction_layer: float | None = None,
                         refined: bool = False) -> list[dict[str, object]]:
-    """The start-up ladder: :data:`BAND_LADDER` along the upper band (after :data:`REFINED_RUNG` for
-    refined directions), then :data:`BROAD_LADDER`."""
-    rungs = (REFINED_RUNG, *BAND_LADDER) if refined else BAND_LADDER
-    return [*(band_trial_params(num_layers, rung, direction_layer) for rung in rungs),
-            *(kernel_trial_params(num_layers, kernels, direction_layer) for kernels in BROAD_LADDER)]
+    """The start-up ladder: :data:`BAND_LADDER` along the upper band, then :data:`BROAD_LADDER`; with
+    refined directions, :data:`REFINED_RUNG` on them first and the rest on the plain ones."""
+    plain = [*(band_trial_params(num_layers, rung, direction_layer) for rung in BAND_LADDER),
+             *(kernel_trial_params(num_layers, kernels, direction_layer) for kernels in BROAD_LADDER)]
+    if not refined:
+        return plain
+    return [{**band_trial_params(num_layers, REFINED_RUNG, direction_layer), "directions": "refined"},
+            *({**params, "directions": "plain"} for params in plain)]
 
 
 def start_trials(options: SearchOptions, artifact: RefusalDirections) -> list[dict[str, object]]:
@@ -392,6 +423,8 @@ def start_trials(options: SearchOptions, artifact: RefusalDirections) -> list[di
     space = search_space(options, artifact)  # also rejects an unknown space before the study is made
     if params["method"] not in space.methods:  # a method the search cannot vary (e.g. svd)
         params["method"] = space.methods[0]
+    if len(space.directions) > 1:  # the default edit is the default run's: plain directions
+        params["directions"] = "plain"
     if "start-up-ladder" in options.without:
         return [params]
     # without per-layer directions the default is global (search_space), and the ladder takes its layer
@@ -433,7 +466,7 @@ def run_search(model: torch.nn.Module, tokenizer: object, artifact: RefusalDirec
     if study is None:
         study, artifact = open_search(options, artifact.metadata.model or "", harmful, harmless, lambda: artifact)
     space = search_space(options, artifact)
-    variants = {m: artifact.with_method(m) for m in space.methods}
+    variants = {(m, kind): directions_for(artifact, m, kind) for m in space.methods for kind in space.directions}
     evaluator: TrialEvaluator | None = None
 
     scoring: list[int] = []  # the number of the trial this process is scoring
@@ -444,9 +477,10 @@ def run_search(model: torch.nn.Module, tokenizer: object, artifact: RefusalDirec
             trial.set_user_attr("surplus", True)  # pruned, not failed: nothing went wrong
             raise optuna.TrialPruned
         method, settings = suggest_settings(trial, artifact.num_layers, space)
+        kind = suggest_directions(trial, space)
         trial.set_user_attr("process", PROCESS)  # who scores it; set once every parameter is chosen
         started = time.monotonic()
-        refusals, kl, complete = evaluator(variants[method], settings, lambda kl: _refusal_bound(study, kl))
+        refusals, kl, complete = evaluator(variants[method, kind], settings, lambda kl: _refusal_bound(study, kl))
         trial.set_user_attr("settings", settings.to_dict())
         trial.set_user_attr("complete", complete)
         trial.set_user_attr("seconds", round(time.monotonic() - started, 2))
@@ -539,7 +573,7 @@ def trial_choice(trial: optuna.trial.FrozenTrial) -> tuple[str, AblationSettings
 
 def front_table(study: optuna.Study, picked: optuna.trial.FrozenTrial | None = None, total: int | None = None) -> str:
     """The Pareto front as a Markdown table."""
-    rows = ["| trial | refusals | KL | method | layer | magnitudes | attn peak | mlp peak |",
+    rows = ["| trial | refusals | KL | directions | layer | magnitudes | attn peak | mlp peak |",
             "|---|---|---|---|---|---|---|---|"]
     for t in pareto_front(study):
         mark = " (picked)" if picked is not None and t.number == picked.number else ""
@@ -547,7 +581,8 @@ def front_table(study: optuna.Study, picked: optuna.trial.FrozenTrial | None = N
         _, settings = trial_choice(t)
         layer = "own" if settings.per_layer else f"{settings.direction_layer:.2f}"
         magnitudes = "rows" if settings.row_normalized else "columns" if settings.norm_preserving else "none"
-        rows.append(f"| {t.number}{mark} | {refusals} | {t.values[1]:.3f} | {t.params['method']} | {layer} | "
+        directions = t.params["method"] + (" (refined)" if t.params.get("directions") == "refined" else "")
+        rows.append(f"| {t.number}{mark} | {refusals} | {t.values[1]:.3f} | {directions} | {layer} | "
                     f"{magnitudes} | {settings.attn_strength:.2f} | {settings.mlp_strength:.2f} |")
     return "\n".join(rows)
 
