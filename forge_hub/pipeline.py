@@ -25,6 +25,7 @@ from forge_hub.abliterate.refine import RefineOptions, refine_directions
 from forge_hub.abliterate.search import (
     SearchOptions,
     finished_trials,
+    needs_layer_scan,
     open_search,
     pick_trial,
     refinement_settings,
@@ -96,6 +97,10 @@ class ComputeOptions:
     system_prompt: str | None = None
     winsorize_quantile: float | None = None
     held_out_fraction: float = 0.25  # prompts kept aside to score layers
+    # False: no layer scan; without a given layer, the one where the two sides sit furthest apart
+    # (within the search's range of global directions) is named, unmeasured (a search that edits with
+    # each layer's own direction needs no layer: :func:`forge_hub.abliterate.search.needs_layer_scan`)
+    scan_layers: bool = True
     layer: float | None = None  # fix the layer (index, or a fraction of depth when < 1); None measures it
     candidates: tuple[int, ...] | None = None
     max_kl: float = 1.0  # hard bound on a candidate layer's KL
@@ -152,7 +157,7 @@ def compute(model: torch.nn.Module, tokenizer: object, source: ModelSource, prom
                          system_prompt=options.system_prompt, context=model_context(model))
     measure = options.layer is None
     (harm_dir, harm_held), (safe_dir, safe_held) = _split_for_directions(prompts, options, scan_prompts)
-    if measure and scan_prompts is not None:
+    if measure and options.scan_layers and scan_prompts is not None:
         harm_held, safe_held = list(scan_prompts[0]), list(scan_prompts[1])
     # read before any work, so a bad --choice-harmful fails now, not after the layer scan
     choice_harmful = harm_held if options.choice_harmful is None or not measure or options.choice_tokens <= 0 \
@@ -175,7 +180,11 @@ def compute(model: torch.nn.Module, tokenizer: object, source: ModelSource, prom
         forge_hub_version=__version__, forge_hub_commit=source_commit())
     artifact = RefusalDirections(harm_stats.mean, safe_stats.mean, directions, subspaces, metadata=metadata)
     artifact.scores["separation"] = artifact.separation()
-    if measure:
+    if measure and not options.scan_layers:
+        layer = _furthest_apart(artifact)
+        settings = options.settings.replace(direction_layer=layer)
+        artifact.metadata.selection = LayerSelection(how="separation")
+    elif measure:
         scores = score_layers(model, tokenizer, artifact, options.settings, harm_held, safe_held,
                               candidates=options.candidates or default_candidates(arch.num_layers),
                               max_kl=options.max_kl, kl_weight=options.kl_weight, batch_size=options.batch_size,
@@ -202,6 +211,15 @@ def compute(model: torch.nn.Module, tokenizer: object, source: ModelSource, prom
     artifact.metadata.selected_layer = layer
     artifact.metadata.apply_settings = settings
     return artifact
+
+
+def _furthest_apart(artifact: RefusalDirections) -> float:
+    """The layer whose residual means sit furthest apart, among 0.4-0.9 of the depth (the search's
+    range of global directions, which this layer then leaves as it is)."""
+    last = artifact.num_layers - 1
+    low, high = math.ceil(0.4 * last), math.floor(0.9 * last)
+    separation = artifact.scores["separation"]
+    return float(max(range(low, high + 1), key=lambda i: float(separation[i])))
 
 
 def _shortlist(scores: LayerScores, options: ComputeOptions, num_layers: int) -> list[MeasuredSetting]:
@@ -269,8 +287,9 @@ def optimize(model: torch.nn.Module, tokenizer: object, source: ModelSource, pro
         # the layer scan's pick, not the default run's measured choice: the search measures settings
         # itself, on its own prompts, and its start-up trials already hold stronger ones (on the
         # fixture the measured choice cost 8 of a 53-minute run for one trial's worth of information)
-        artifact = compute(model, tokenizer, source, prompts, options=replace(options, choice_tokens=0),
-                           progress=progress, scan_prompts=scan_prompts)
+        # and no layer scan unless the search starts from the default edit at its pick
+        artifact = compute(model, tokenizer, source, prompts, progress=progress, scan_prompts=scan_prompts,
+                           options=replace(options, choice_tokens=0, scan_layers=needs_layer_scan(search)))
         # refinement moves each layer's own direction: nothing to refine for one global direction or a subspace
         if search.refine_steps <= 0 or artifact.metadata.method == "svd" or "per-layer-directions" in search.without:
             return artifact

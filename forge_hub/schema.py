@@ -194,7 +194,7 @@ class PromptProvenance(JsonRecord):
 class LayerSelection(JsonRecord):
     """How the direction's layer was chosen: measured on held-out prompts, or given."""
 
-    how: str = "given"  # "measured" or "given"
+    how: str = "given"  # "measured", "given", or "separation" (named, not measured: ComputeOptions.scan_layers)
     baseline_refusal_probability: float | None = None
     refusal_token_ids: list[int] = field(default_factory=list)
     candidates: list[int] = field(default_factory=list)

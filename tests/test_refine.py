@@ -145,18 +145,18 @@ def test_optimize_searches_refined_directions_from_the_refined_rung(tmp_path, pr
     # the refined artifact's plain view is the plain run's mean differences
     torch.testing.assert_close(refined.plain().directions, plain.directions, atol=1e-6, rtol=0)
     assert refined.plain().metadata.refined is None and plain.plain() is plain
-    # the ladder starts at the refined rung on the refined directions, and the peaks may go past the plain 1.5;
-    # the default edit and the band's rungs after it keep the plain directions, scoring what the plain study scored
+    # no layer scan: the study starts with the ladder, at the refined rung on the refined directions (peaks may go
+    # past the plain 1.5); the band's rungs after it keep the plain directions, scoring what the plain study scored
     n = refined.num_layers
-    assert study.trials[1].params == {**band_trial_params(n, REFINED_RUNG), "directions": "refined"}
-    assert study.trials[1].distributions["attn_peak"].high == REFINED_MAX_PEAK
-    assert study.trials[2].params == {**band_trial_params(n, BAND_LADDER[0]), "directions": "plain"}
+    assert refined.metadata.selection.how == "separation" and "refusal_probability" not in refined.scores
+    assert study.trials[0].params == {**band_trial_params(n, REFINED_RUNG), "directions": "refined"}
+    assert study.trials[0].distributions["attn_peak"].high == REFINED_MAX_PEAK
+    assert study.trials[1].params == {**band_trial_params(n, BAND_LADDER[0]), "directions": "plain"}
     plain_study = optuna.load_study(study_name="forge-hub", storage=f"sqlite:///{tmp_path / 'p.db'}")
-    assert "directions" not in plain_study.trials[1].params  # nothing to choose without refinement
-    assert plain_study.trials[1].params == band_trial_params(n, BAND_LADDER[0])
-    assert study.trials[0].params["directions"] == "plain" and study.trials[0].values == plain_study.trials[0].values
-    assert study.trials[2].values == plain_study.trials[1].values
-    for number, expected in ((1, refined), (2, plain)):
+    assert "directions" not in plain_study.trials[0].params  # nothing to choose without refinement
+    assert plain_study.trials[0].params == band_trial_params(n, BAND_LADDER[0])
+    assert study.trials[1].values == plain_study.trials[0].values
+    for number, expected in ((0, refined), (1, plain)):
         assert torch.equal(trial_directions(refined, study.trials[number]).directions, expected.directions), number
     # the written model carries the directions its picked trial edited with, and a refinement record only then
     picked = study.trials[written.metadata.search.trial]

@@ -126,7 +126,7 @@ def test_the_choice_can_count_on_the_held_out_prompts_instead():
 def test_a_search_with_its_own_evaluation_prompts_builds_its_directions_from_every_prompt(tmp_path):
     """`run --optimize --eval-harmful --eval-harmless` holds no prompt back: the directions are those of
     every prompt, the layer scan reads the evaluation prompts, and the run's check answers them too."""
-    from forge_hub.abliterate.search import SearchOptions
+    from forge_hub.abliterate.search import BAND_LADDER, SearchOptions, band_trial_params
     from forge_hub.pipeline import check_run, optimize
 
     model, tok = make_model("llama"), make_tokenizer()
@@ -138,8 +138,19 @@ def test_a_search_with_its_own_evaluation_prompts_builds_its_directions_from_eve
     assert split.metadata.prompts.harmful.count == 12 and not torch.allclose(split.harmful_mean, whole.harmful_mean)
 
     eval_harmful, eval_harmless = HARMFUL[:6], HARMLESS[:6]
+    # the default search edits with each layer's own direction: no layer scan, the ladder's first rung goes first
+    unscanned = optimize(model, tok, source, prompts, options=ComputeOptions(batch_size=4),
+                         search=SearchOptions(trials=1, storage=tmp_path / "own.db", max_new_tokens=2, batch_size=4,
+                                              refine_steps=0),
+                         eval_harmful=eval_harmful, eval_harmless=eval_harmless, progress=False)
+    meta = unscanned.artifact.metadata
+    assert meta.selection.how == "separation" and "refusal_probability" not in unscanned.artifact.scores
+    assert meta.prompts.harmful.count == 16 and meta.prompts.held_out_harmful.count == 0
+    assert unscanned.study.trials[0].params == band_trial_params(4, BAND_LADDER[0])
+    # a search that starts from the default edit (here: without the ladder) scans the layers for it
     outcome = optimize(model, tok, source, prompts, options=ComputeOptions(batch_size=4),
-                       search=SearchOptions(trials=1, storage=tmp_path / "study.db", max_new_tokens=2, batch_size=4),
+                       search=SearchOptions(trials=1, storage=tmp_path / "study.db", max_new_tokens=2, batch_size=4,
+                                            without=("start-up-ladder",)),
                        eval_harmful=eval_harmful, eval_harmless=eval_harmless, progress=False)
     meta = outcome.artifact.metadata
     assert meta.prompts.harmful.count == 16 and meta.prompts.harmless.count == 16

@@ -3,9 +3,10 @@
 Optuna's multi-objective TPE sampler minimises (refusals, KL) over the direction's layer
 (fractional: neighbouring layers' directions interpolate), the direction method, and for the
 attention and MLP writers separately a linear per-layer weight kernel (peak weight, centre,
-width, floor). The first trial is the default edit at the layer scan's pick, the next ones a
-ladder of strengths along a band of upper layers (:data:`BAND_LADDER`) and two strong edits on broad
-kernels (:data:`BROAD_LADDER`), so the search can only improve on them.
+width, floor). The first trials are a ladder of strengths along a band of upper layers
+(:data:`BAND_LADDER`) and two strong edits on broad kernels (:data:`BROAD_LADDER`), after the
+default edit at the layer scan's pick where there is one (:func:`needs_layer_scan`), so the search
+can only improve on them.
 
 Trials are cheap: one model stays loaded, each trial's edit is written into its weights in place
 and undone from a saved copy of the residual writers before the next; KL costs one forward pass
@@ -416,9 +417,21 @@ def ladder_trial_params(num_layers: int, direction_layer: float | None = None,
             *({**params, "directions": "plain"} for params in plain)]
 
 
+def needs_layer_scan(options: SearchOptions) -> bool:
+    """Whether the study starts from the default edit, one global direction at the layer scan's pick
+    (which the scan then has to measure): only where an ablation leaves out the start-up ladder or each
+    layer's own direction (the ladder then takes the scan's layer). Otherwise the ladder's rungs
+    dominated that edit in every measured run (the Heretic comparison at 986b2f1: fixture 33 refusals at
+    KL 0.043 against the ladder's 10 at 0.038; second model 13 at 0.095 against 10 at 0.057), and the
+    scan cost about 3 minutes of that comparison's 35, and 14-28 minutes of a default ``--optimize``
+    run on the fixture."""
+    return bool({"per-layer-directions", "start-up-ladder"} & set(options.without))
+
+
 def start_trials(options: SearchOptions, artifact: RefusalDirections) -> list[dict[str, object]]:
-    """The trials a new study queues: the default edit first, then the start-up ladder (as much of
-    it as ``options.trials`` leaves room for: queued trials would outlive the study)."""
+    """The trials a new study queues: the default edit, where the artifact's layer was measured or
+    given (not merely named: :func:`needs_layer_scan`), then the start-up ladder, as much of it as
+    ``options.trials`` leaves room for (queued trials would outlive the study)."""
     params = default_trial_params(artifact)
     space = search_space(options, artifact)  # also rejects an unknown space before the study is made
     if params["method"] not in space.methods:  # a method the search cannot vary (e.g. svd)
@@ -430,7 +443,8 @@ def start_trials(options: SearchOptions, artifact: RefusalDirections) -> list[di
     # without per-layer directions the default is global (search_space), and the ladder takes its layer
     layer = None if "per_layer" in space.direction_scopes else float(params["direction_layer"])
     ladder = ladder_trial_params(artifact.num_layers, layer, refined=artifact.metadata.refined is not None)
-    return [params, *ladder][:max(1, options.trials)]
+    default = [] if artifact.metadata.selection.how == "separation" else [params]
+    return [*default, *ladder][:max(1, options.trials)]
 
 
 def search_setup(model_name: str, harmful: Sequence[str], harmless: Sequence[str],

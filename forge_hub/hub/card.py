@@ -519,6 +519,9 @@ def _direction_rows(meta: DirectionMetadata | None) -> list[tuple[str, str]]:
     if how == "measured":
         rows.append(("layer chosen by",
                      "measuring every candidate layer's refusal probability and KL on held-out prompts"))
+    elif how == "separation":
+        rows.append(("layer chosen by", "the largest separation of the two sides' means, not measured (the search "
+                                        "edits with each layer's own direction)"))
     elif how:
         rows.append(("layer chosen by", how))
     for side in ("harmful", "harmless"):

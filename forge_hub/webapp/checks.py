@@ -342,15 +342,18 @@ def compute_seconds(info: ModelInfo, prompts_per_side: int, *, num_layers: int |
                     held_out_fraction: float = 0.25, batch_size: int = 16, search_trials: int = 0,
                     search_tokens: int = 24) -> int:
     """GPU seconds to ask for the compute step: load once, one pass over both prompt lists,
-    then two held-out passes per candidate layer (about 65% of the depth) plus the baseline, then
-    the final choice's measured settings;
+    then two held-out passes per candidate layer (about 65% of the depth) plus the baseline (not for
+    a search, which scans no layer), then the final choice's measured settings;
     with ``search_trials``, each trial answers the held-out harmful prompts and takes one KL pass
     over the held-out harmless ones. Raises ValueError, naming how many trials would fit, when
     the search cannot finish within one task's time."""
+    from forge_hub.abliterate.search import SearchOptions, needs_layer_scan
+
     layers = num_layers or _guess_layers(info.parameters)
     held_out = max(1, round(prompts_per_side * held_out_fraction))
-    candidates = max(1, round(0.65 * layers))
-    prompts = 2 * (prompts_per_side - held_out) + 2 * held_out * (candidates + 1)
+    # a search with its defaults edits with each layer's own direction and scans no layer
+    candidates = 0 if search_trials > 0 and not needs_layer_scan(SearchOptions()) else max(1, round(0.65 * layers))
+    prompts = 2 * (prompts_per_side - held_out) + (2 * held_out * (candidates + 1) if candidates else 0)
     seconds = _load_seconds(info) + _prefill_seconds(info, prompts, batch_size)
     from forge_hub.pipeline import ComputeOptions
     from forge_hub.prompts.sources import load_prompts
