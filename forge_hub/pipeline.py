@@ -263,9 +263,10 @@ def optimize(model: torch.nn.Module, tokenizer: object, source: ModelSource, pro
     return the artifact carrying the picked trial's method and settings, with the study.
 
     Trials are scored on ``eval_harmful`` / ``eval_harmless`` when both are given (the directions
-    then take every prompt of ``prompts``, the layer scan a few of the evaluation ones), else on
-    the prompts held out from the directions. The first trial is the layer scan's pick applied the default way
-    (``options.choice_tokens`` is not used: the measured choice is left to the search). The
+    then take every prompt of ``prompts``, a layer scan a few of the evaluation ones), else on
+    the prompts held out from the directions. The layers are scanned only where the study starts
+    from the default edit at the scan's pick (:func:`forge_hub.abliterate.search.needs_layer_scan`;
+    ``options.choice_tokens`` is not used: the measured choice is left to the search). The
     directions are computed by the process that creates the study and stored in it, so every
     process (a resumed run, a ``worker``) searches the same ones. A ``worker`` only adds trials:
     it returns None once the study is full, picking nothing.
