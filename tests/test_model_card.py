@@ -299,3 +299,16 @@ def test_refined_directions_are_named_on_the_card(made, tmp_path):
     text = str(build_model_card(local, "me/x"))
     assert ("| refined | layers 2-4 by 60 steps of gradient descent (answers to 40 harmful prompts + 0.1 x "
             "first-token KL on harmless ones; mean cosine to the plain direction 0.81) |") in text
+
+
+def test_a_searched_models_nominal_layer_is_not_called_measured(made, tmp_path):
+    """A search with its defaults scans no layer: the card says how its layer was named instead."""
+    _, folder, _ = made
+    local = tmp_path / "searched-copy"
+    shutil.copytree(folder, local)
+    meta = json.loads((local / "refusal.json").read_text())
+    meta["selection"] = {"how": "separation"}
+    (local / "refusal.json").write_text(json.dumps(meta))
+    text = str(build_model_card(local, "me/x"))
+    assert "| layer chosen by | the largest separation of the two sides' means, not measured" in text
+    assert "refusal probability and KL on held-out prompts" not in text
