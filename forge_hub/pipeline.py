@@ -217,7 +217,8 @@ def _furthest_apart(artifact: RefusalDirections) -> float:
     """The layer whose residual means sit furthest apart, among 0.4-0.9 of the depth (the search's
     range of global directions, which this layer then leaves as it is)."""
     last = artifact.num_layers - 1
-    low, high = math.ceil(0.4 * last), math.floor(0.9 * last)
+    low = math.ceil(0.4 * last)
+    high = max(low, math.floor(0.9 * last))  # a two-layer model has one layer in range
     separation = artifact.scores["separation"]
     return float(max(range(low, high + 1), key=lambda i: float(separation[i])))
 
