@@ -73,21 +73,19 @@ class RefusalDirections:
     def with_method(self, method: str) -> RefusalDirections:
         """The same statistics with another means-based method's directions (for the search); refined
         directions stay only under their own method."""
-        if method == self.metadata.method:
-            return self
-        metadata = self.metadata.replace(method=method, num_directions=1, refined=None)
-        return RefusalDirections(self.harmful_mean, self.harmless_mean,
-                                 directions_from_means(self.harmful_mean, self.harmless_mean, method), None,
-                                 dict(self.scores), metadata)
+        return self if method == self.metadata.method else self._from_means(method)
 
     def plain(self) -> RefusalDirections:
         """The mean differences these statistics give under the artifact's own method: refined
         directions undone (a search tries both; see :mod:`forge_hub.abliterate.search`)."""
-        if self.metadata.refined is None:
-            return self
+        return self if self.metadata.refined is None else self._from_means(self.metadata.method)
+
+    def _from_means(self, method: str) -> RefusalDirections:
+        """``method``'s directions recomputed from the two means: one per layer, not refined."""
+        metadata = self.metadata.replace(method=method, num_directions=1, refined=None)
         return RefusalDirections(self.harmful_mean, self.harmless_mean,
-                                 directions_from_means(self.harmful_mean, self.harmless_mean, self.metadata.method),
-                                 None, dict(self.scores), self.metadata.replace(refined=None))
+                                 directions_from_means(self.harmful_mean, self.harmless_mean, method), None,
+                                 dict(self.scores), metadata)
 
     def separation(self) -> torch.Tensor:
         """How far apart the two sides sit per layer, relative to their size (the plot's curve)."""
