@@ -156,12 +156,18 @@ def test_optimize_searches_refined_directions_from_the_refined_rung(tmp_path, pr
     assert "directions" not in plain_study.trials[0].params  # nothing to choose without refinement
     assert plain_study.trials[0].params == band_trial_params(n, BAND_LADDER[0])
     assert study.trials[1].values == plain_study.trials[0].values
+    # refined under a biprojected edit, and every trial on them edits biprojected; the plain ones as chosen
+    assert refined.metadata.refined.settings.biprojected
+    for t in study.trials:
+        recorded = AblationSettings.from_dict(t.user_attrs["settings"])
+        assert recorded.biprojected == (t.params["directions"] == "refined" or t.params["biprojected"]), t.number
     for number, expected in ((0, refined), (1, plain)):
         assert torch.equal(trial_directions(refined, study.trials[number]).directions, expected.directions), number
     # the written model carries the directions its picked trial edited with, and a refinement record only then
     picked = study.trials[written.metadata.search.trial]
     assert torch.equal(written.directions, trial_directions(refined, picked).directions)
     assert (written.metadata.refined is not None) == (picked.params["directions"] == "refined")
+    assert written.metadata.apply_settings.to_dict() == picked.user_attrs["settings"]  # the edit it scored
 
 
 def test_a_search_of_one_global_direction_is_not_refined(tmp_path, prompt_files):

@@ -94,6 +94,10 @@ BAND_LADDER = (Rung(1.5, 0.8), Rung(1.17, 0.55), Rung(1.17, 0.2), Rung(1.17, 0.1
 # (the Heretic comparison's fixture front with every trial on refined directions missed three of
 # Heretic's points that the plain search covered: docs/search-notes.md, "Refined directions"), so
 # the rest of the ladder keeps the plain ones and each trial of the sampler chooses (DIRECTION_KINDS).
+# Refined directions are refined under a biprojected edit and every trial on them edits biprojected
+# (:func:`edit_for`): that kept each rung's refusals at about 0.002 less KL on the fixture's unseen
+# prompts (this rung: 2/100 at 0.1183 against 0.1202; docs/search-notes.md), where on the plain
+# directions biprojection costs KL (:func:`search_space`).
 REFINED_RUNG = Rung(1.8, 1.0)
 MAX_PEAK, REFINED_MAX_PEAK = 1.5, 2.0
 DIRECTION_KINDS = ("plain", "refined")  # a search of refined directions also searches the mean differences
@@ -366,10 +370,18 @@ def default_trial_params(artifact: RefusalDirections) -> dict[str, object]:
 
 def refinement_settings(options: SearchOptions, artifact: RefusalDirections) -> AblationSettings:
     """The edit the directions are refined for: the start-up ladder's first rung, the band's
-    strongest (README, "Refined directions")."""
+    strongest, biprojected (README, "Refined directions")."""
     n = artifact.num_layers
     trial = optuna.trial.FixedTrial(band_trial_params(n, BAND_LADDER[0]))
-    return suggest_settings(trial, n, search_space(options, artifact))[1]
+    return edit_for(suggest_settings(trial, n, search_space(options, artifact))[1], "refined")
+
+
+def edit_for(settings: AblationSettings, kind: str) -> AblationSettings:
+    """The edit a trial on ``kind`` (:data:`DIRECTION_KINDS`) directions makes: on the refined ones
+    always biprojected, the edit they were refined under (:func:`refinement_settings`), whatever the
+    trial's ``biprojected`` parameter says (a choice of the plain directions' edit, see
+    :data:`REFINED_RUNG`). A trial's own settings record (``trial_choice``) holds the edit it made."""
+    return settings.replace(biprojected=True) if kind == "refined" else settings
 
 
 def band_trial_params(num_layers: int, rung: Rung, direction_layer: float | None = None) -> dict[str, object]:
@@ -492,6 +504,7 @@ def run_search(model: torch.nn.Module, tokenizer: object, artifact: RefusalDirec
             raise optuna.TrialPruned
         method, settings = suggest_settings(trial, artifact.num_layers, space)
         kind = suggest_directions(trial, space)
+        settings = edit_for(settings, kind)
         trial.set_user_attr("process", PROCESS)  # who scores it; set once every parameter is chosen
         started = time.monotonic()
         refusals, kl, complete = evaluator(variants[method, kind], settings, lambda kl: _refusal_bound(study, kl))
