@@ -14,12 +14,14 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("FORGE_HUB_NO_XSTEST", "1")
 # Under pytest-xdist (the README's `-n auto`) each worker gets its share of the cores: torch's
 # default of one thread per core in every worker would oversubscribe the CPU (OMP_NUM_THREADS: the
-# same for the CLI subprocesses some tests start).
+# same for the CLI subprocesses some tests start). An OMP_NUM_THREADS set by the caller wins, so the
+# suite can be kept to one core beside a timed benchmark.
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     import torch
 
-    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
-    os.environ.setdefault("OMP_NUM_THREADS", str(_threads))
+    _share = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    _threads = int(os.environ.get("OMP_NUM_THREADS") or _share)
+    os.environ["OMP_NUM_THREADS"] = str(_threads)
     torch.set_num_threads(_threads)
 
 from helpers.tiny import make_tokenizer, write_prompt_files  # noqa: E402
